@@ -1,0 +1,68 @@
+# ngx_http_llm_router_module
+#
+#   make            build/ngx_http_llm_router_module.so against Debian's nginx
+#                   (nginx-dev), or NGINX_SRC=/path/to/nginx-x.y.z make
+#   make test       install what the tests need, build, run every test
+#   make demo       route between two local mock providers on 127.0.0.1:8080
+
+NGINX_SRC   ?=
+BUILD       := $(CURDIR)/build
+NGINX_BUILD := $(BUILD)/nginx
+MODULE      := $(BUILD)/ngx_http_llm_router_module.so
+
+SRC_DIR     := ngx_http_llm_router_module
+CORE_DIR    := $(SRC_DIR)/core
+CORE_SRCS   := $(wildcard $(CORE_DIR)/*.c)
+MODULE_DEPS := config $(wildcard $(SRC_DIR)/*.[ch] $(CORE_DIR)/*.[ch])
+
+CC          ?= cc
+CORE_CFLAGS := -std=c99 -O2 -g -Wall -Wextra -pedantic -Werror -I$(CORE_DIR)
+
+UNIT_TESTS  := $(patsubst t/unit/%.c,$(BUILD)/t/%,$(wildcard t/unit/*.c))
+
+# Debian's nginx is built --with-compat; its configure flags are shipped
+# in nginx-dev, and a module built with them loads into that nginx.
+ifeq ($(NGINX_SRC),)
+CONFIGURE := . ./conf_flags && ./configure "$${NGX_CONF_FLAGS[@]}"
+NGINX_TREE := /usr/share/nginx/src
+else
+CONFIGURE := $$(test -x configure && echo ./configure \
+                || echo ./auto/configure) --with-compat
+NGINX_TREE := $(NGINX_SRC)
+endif
+
+.PHONY: all deps test unit demo clean
+
+all: $(MODULE)
+
+$(NGINX_BUILD)/objs/Makefile: config
+	rm -rf $(NGINX_BUILD)
+	mkdir -p $(BUILD)
+	cp -a $(NGINX_TREE) $(NGINX_BUILD)
+	cd $(NGINX_BUILD) && bash -c '$(CONFIGURE) --add-dynamic-module=$(CURDIR)' \
+	    > $(BUILD)/configure.log 2>&1 \
+	    || { tail -20 $(BUILD)/configure.log; exit 1; }
+
+$(MODULE): $(NGINX_BUILD)/objs/Makefile $(MODULE_DEPS)
+	$(MAKE) -C $(NGINX_BUILD) -f objs/Makefile modules
+	cp $(NGINX_BUILD)/objs/ngx_http_llm_router_module.so $@
+
+$(BUILD)/t/%: t/unit/%.c $(CORE_SRCS) $(CORE_DIR)/llmr.h
+	mkdir -p $(BUILD)/t
+	$(CC) $(CORE_CFLAGS) -o $@ $< $(CORE_SRCS) -lyajl
+
+unit: $(UNIT_TESTS)
+
+deps:
+	@./tools/install-deps
+
+test: deps
+	$(MAKE) all unit
+	prove -I t/lib t/
+
+demo: deps
+	$(MAKE) all
+	./tools/demo
+
+clean:
+	rm -rf $(BUILD)

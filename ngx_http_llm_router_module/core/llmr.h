@@ -1,0 +1,240 @@
+
+/*
+ * Copyright (C) the ngx_http_llm_router_module authors
+ *
+ * The routing core: plain C99 and yajl, no NGINX headers.  The module,
+ * the llm-router command, the unit tests and the fuzzers all link it, so
+ * a decision made offline is bit-identical to one made inside NGINX.
+ */
+
+
+#ifndef _LLMR_H_INCLUDED_
+#define _LLMR_H_INCLUDED_
+
+
+#include <stddef.h>
+#include <stdint.h>
+#include <yajl/yajl_parse.h>
+
+
+#define LLMR_OK               0
+#define LLMR_ERROR           -1
+
+#define LLMR_HISTORY_MAX     64
+#define LLMR_KEYWORDS_MAX    64
+#define LLMR_DEPTH_MAX       64
+#define LLMR_MODEL_NAME_MAX  256
+#define LLMR_ERROR_MAX       160
+
+/* an offset that has not been seen yet */
+#define LLMR_NO_OFFSET       UINT64_MAX
+
+
+typedef struct {
+    size_t                 len;
+    const unsigned char   *data;
+} llmr_str_t;
+
+
+/* keyword lists: case-insensitive whole words and phrases */
+
+typedef struct {
+    unsigned char         *text;        /* normalised in place */
+    size_t                 len;
+    unsigned               list;
+} llmr_phrase_t;
+
+typedef struct {
+    llmr_phrase_t         *phrases;     /* sorted by first byte */
+    unsigned               nphrases;
+    unsigned               nlists;
+    uint32_t               first[257];
+} llmr_keywords_t;
+
+int llmr_keywords_init(llmr_keywords_t *kw, llmr_phrase_t *phrases,
+    unsigned nphrases, unsigned nlists);
+uint64_t llmr_keywords_match(const llmr_keywords_t *kw,
+    const unsigned char *p, size_t len);
+
+uint32_t llmr_estimate_tokens(const unsigned char *p, size_t len);
+int llmr_looks_like_code(const unsigned char *p, size_t len);
+
+
+/* features of one chat request, filled by a single streaming pass */
+
+typedef struct {
+    uint32_t               est_tokens;      /* current message + window */
+    uint32_t               prompt_tokens;   /* estimate for the whole prompt */
+    uint32_t               messages;
+    uint64_t               keywords;        /* lists matched, bit per list */
+    int64_t                max_tokens;      /* -1 when absent */
+
+    unsigned               code:1;
+    unsigned               tools:1;
+    unsigned               stream:1;
+    unsigned               stream_options:1;
+    unsigned               model_present:1;
+    unsigned               model_truncated:1;
+
+    size_t                 model_len;
+    unsigned char          model[LLMR_MODEL_NAME_MAX];
+
+    /* byte offsets in the body, for the rewrite */
+    uint64_t               object_start;    /* just after the top '{' */
+    uint64_t               model_start;     /* the raw "model" value */
+    uint64_t               model_end;
+    uint64_t               body_len;
+} llmr_features_t;
+
+
+typedef struct {
+    uint32_t               tokens;
+    uint32_t               code;
+} llmr_message_t;
+
+
+typedef struct {
+    yajl_handle            yajl;
+    const llmr_keywords_t *keywords;
+    unsigned               history;
+
+    llmr_features_t        f;
+
+    const unsigned char   *chunk;
+    size_t                 chunk_len;
+    uint64_t               base;            /* offset of the chunk */
+    uint64_t               model_key_end;
+
+    unsigned               depth;
+    unsigned               seen;            /* top-level keys, a bit each */
+    unsigned char          key[LLMR_DEPTH_MAX + 1];
+
+    /* the message being parsed */
+    llmr_message_t         msg;
+    uint64_t               msg_keywords;
+    unsigned               msg_role;
+
+    /* the last messages, a ring, for the history window */
+    llmr_message_t         ring[LLMR_HISTORY_MAX];
+    unsigned               ring_next;
+    unsigned               ring_len;
+    unsigned               seen_user:1;
+    unsigned               seen_messages:1;
+
+    char                   error[LLMR_ERROR_MAX];
+} llmr_request_t;
+
+int llmr_request_init(llmr_request_t *rq, const llmr_keywords_t *kw,
+    unsigned history);
+int llmr_request_feed(llmr_request_t *rq, const unsigned char *p,
+    size_t len);
+int llmr_request_finish(llmr_request_t *rq);
+void llmr_request_free(llmr_request_t *rq);
+
+/*
+ * The rewrite is one splice: body bytes [start, end) are replaced by the
+ * returned bytes.  "upstream" is the new model value as a JSON string
+ * literal, quotes included.
+ */
+size_t llmr_rewrite_size(const llmr_features_t *f, size_t upstream_len);
+unsigned char *llmr_rewrite(const llmr_features_t *f, llmr_str_t *upstream,
+    unsigned char *out, uint64_t *start, uint64_t *end);
+
+
+/* models, prices and cost; prices are pico-USD per token */
+
+typedef struct {
+    llmr_str_t             name;
+    llmr_str_t             upstream;
+    uint64_t               price_in;
+    uint64_t               price_out;
+    uint64_t               context;
+} llmr_model_t;
+
+int llmr_model_find(const llmr_model_t *models, unsigned n,
+    const unsigned char *name, size_t len);
+int llmr_price_parse(const unsigned char *p, size_t len, uint64_t *price);
+uint64_t llmr_cost(const llmr_model_t *m, uint64_t prompt,
+    uint64_t completion);
+
+#define LLMR_USD_MAX  32        /* "18446744.073709551615" and more */
+
+size_t llmr_usd_format(unsigned char *buf, uint64_t pico);
+
+
+/* rules: conditions are ANDed, the first rule that matches wins */
+
+typedef enum {
+    LLMR_COND_TOKENS_GT = 0,
+    LLMR_COND_TOKENS_LT,
+    LLMR_COND_MESSAGES_GT,
+    LLMR_COND_MESSAGES_LT,
+    LLMR_COND_CODE,
+    LLMR_COND_TOOLS,
+    LLMR_COND_KEYWORDS,
+    LLMR_COND_EXTERNAL          /* evaluated by the caller */
+} llmr_cond_type_e;
+
+typedef struct {
+    llmr_cond_type_e       type;
+    unsigned               negate;
+    uint64_t               arg;
+    llmr_str_t             name;    /* keywords list, or the external text */
+} llmr_cond_t;
+
+typedef struct {
+    llmr_str_t             name;
+    llmr_cond_t           *conds;
+    unsigned               nconds;
+    unsigned               model;
+} llmr_rule_t;
+
+typedef int (*llmr_external_pt)(void *data, const llmr_cond_t *cond);
+
+int llmr_cond_parse(llmr_cond_t *cond, const unsigned char *p, size_t len,
+    char *err, size_t errlen);
+int llmr_rules_eval(const llmr_rule_t *rules, unsigned n,
+    const llmr_features_t *f, llmr_external_pt external, void *data);
+
+
+/* usage of a provider response: a JSON body or an SSE stream */
+
+typedef struct {
+    int64_t                prompt_tokens;       /* -1 when not seen */
+    int64_t                completion_tokens;
+
+    unsigned               sse:1;
+    unsigned               in_string:1;
+    unsigned               escape:1;
+    unsigned               expect_key:1;
+    unsigned               in_key:1;
+    unsigned               in_content:1;
+
+    unsigned               line;                /* SSE line state */
+    unsigned               depth;
+    uint64_t               objects;             /* bit per depth */
+    unsigned               usage_depth;
+    unsigned               field;               /* what the value is */
+    unsigned               number_field;        /* what the digits are */
+    int64_t                number;
+    int64_t                prompt;              /* this usage object's */
+    int64_t                completion;
+    unsigned               key_len;
+    unsigned char          key[24];
+
+    uint64_t               content_bytes;       /* of "content" strings */
+} llmr_usage_t;
+
+void llmr_usage_init(llmr_usage_t *u, int sse);
+void llmr_usage_feed(llmr_usage_t *u, const unsigned char *p, size_t len);
+uint64_t llmr_usage_content_tokens(const llmr_usage_t *u);
+
+
+/* JSON output helpers */
+
+size_t llmr_json_escape_size(const unsigned char *p, size_t len);
+unsigned char *llmr_json_escape(unsigned char *dst, const unsigned char *p,
+    size_t len);
+
+
+#endif /* _LLMR_H_INCLUDED_ */

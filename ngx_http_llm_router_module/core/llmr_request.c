@@ -1,0 +1,720 @@
+
+/*
+ * Copyright (C) the ngx_http_llm_router_module authors
+ *
+ * One streaming pass over an OpenAI-style chat request: yajl callbacks
+ * turn the body into routing features and remember where the "model"
+ * value lies, so that the caller can splice a new one into its buffers.
+ */
+
+
+#include <stdio.h>
+#include <string.h>
+
+#include "llmr.h"
+
+
+enum {
+    LLMR_KEY_OTHER = 0,
+    LLMR_KEY_MODEL,
+    LLMR_KEY_MESSAGES,
+    LLMR_KEY_STREAM,
+    LLMR_KEY_STREAM_OPTIONS,
+    LLMR_KEY_TOOLS,
+    LLMR_KEY_FUNCTIONS,
+    LLMR_KEY_MAX_TOKENS,
+    LLMR_KEY_ROLE,
+    LLMR_KEY_CONTENT,
+    LLMR_KEY_TEXT
+};
+
+enum {
+    LLMR_VALUE_NULL = 0,
+    LLMR_VALUE_BOOL,
+    LLMR_VALUE_NUMBER,
+    LLMR_VALUE_STRING,
+    LLMR_VALUE_MAP,
+    LLMR_VALUE_ARRAY
+};
+
+
+typedef struct {
+    const char  *name;
+    unsigned     key;
+} llmr_key_name_t;
+
+
+static int llmr_null(void *ctx);
+static int llmr_boolean(void *ctx, int value);
+static int llmr_number(void *ctx, const char *p, size_t len);
+static int llmr_string(void *ctx, const unsigned char *p, size_t len);
+static int llmr_start_map(void *ctx);
+static int llmr_map_key(void *ctx, const unsigned char *p, size_t len);
+static int llmr_end_map(void *ctx);
+static int llmr_start_array(void *ctx);
+static int llmr_end_array(void *ctx);
+
+static int llmr_value(llmr_request_t *rq, unsigned type);
+static int llmr_fail(llmr_request_t *rq, const char *message);
+static void llmr_locate_model(llmr_request_t *rq, size_t upto);
+static void llmr_message_done(llmr_request_t *rq);
+static int llmr_parse_error(llmr_request_t *rq, yajl_status status);
+static int llmr_in_message_text(llmr_request_t *rq);
+
+
+static const yajl_callbacks  llmr_callbacks = {
+    llmr_null,
+    llmr_boolean,
+    NULL,
+    NULL,
+    llmr_number,
+    llmr_string,
+    llmr_start_map,
+    llmr_map_key,
+    llmr_end_map,
+    llmr_start_array,
+    llmr_end_array
+};
+
+
+/* the keys that matter, by the depth of the object they are in */
+
+static const llmr_key_name_t  llmr_top_keys[] = {
+    { "model", LLMR_KEY_MODEL },
+    { "messages", LLMR_KEY_MESSAGES },
+    { "stream", LLMR_KEY_STREAM },
+    { "stream_options", LLMR_KEY_STREAM_OPTIONS },
+    { "tools", LLMR_KEY_TOOLS },
+    { "functions", LLMR_KEY_FUNCTIONS },
+    { "max_tokens", LLMR_KEY_MAX_TOKENS },
+    { "max_completion_tokens", LLMR_KEY_MAX_TOKENS },
+    { NULL, 0 }
+};
+
+static const llmr_key_name_t  llmr_message_keys[] = {
+    { "role", LLMR_KEY_ROLE },
+    { "content", LLMR_KEY_CONTENT },
+    { NULL, 0 }
+};
+
+static const llmr_key_name_t  llmr_part_keys[] = {
+    { "text", LLMR_KEY_TEXT },
+    { NULL, 0 }
+};
+
+
+#define LLMR_STREAM_OPTIONS  ",\"stream_options\":{\"include_usage\":true}"
+#define LLMR_MODEL_KEY       "\"model\":"
+
+#define llmr_offset(rq)                                                       \
+    ((rq)->base + yajl_get_bytes_consumed((rq)->yajl))
+
+#define llmr_need_stream_options(f)  ((f)->stream && !(f)->stream_options)
+
+
+int
+llmr_request_init(llmr_request_t *rq, const llmr_keywords_t *kw,
+    unsigned history)
+{
+    memset(rq, 0, sizeof(llmr_request_t));
+
+    rq->keywords = kw;
+    rq->history = history < LLMR_HISTORY_MAX ? history : LLMR_HISTORY_MAX;
+
+    rq->f.max_tokens = -1;
+    rq->f.object_start = LLMR_NO_OFFSET;
+    rq->f.model_start = LLMR_NO_OFFSET;
+    rq->f.model_end = LLMR_NO_OFFSET;
+    rq->model_key_end = LLMR_NO_OFFSET;
+
+    rq->yajl = yajl_alloc(&llmr_callbacks, NULL, rq);
+    if (rq->yajl == NULL) {
+        return LLMR_ERROR;
+    }
+
+    return LLMR_OK;
+}
+
+
+void
+llmr_request_free(llmr_request_t *rq)
+{
+    if (rq->yajl) {
+        yajl_free(rq->yajl);
+        rq->yajl = NULL;
+    }
+}
+
+
+int
+llmr_request_feed(llmr_request_t *rq, const unsigned char *p, size_t len)
+{
+    yajl_status  status;
+
+    if (len == 0) {
+        return LLMR_OK;
+    }
+
+    rq->chunk = p;
+    rq->chunk_len = len;
+
+    status = yajl_parse(rq->yajl, p, len);
+
+    if (status != yajl_status_ok) {
+        return llmr_parse_error(rq, status);
+    }
+
+    llmr_locate_model(rq, len);
+
+    rq->base += len;
+    rq->chunk = NULL;
+    rq->chunk_len = 0;
+
+    return LLMR_OK;
+}
+
+
+int
+llmr_request_finish(llmr_request_t *rq)
+{
+    yajl_status  status;
+
+    rq->f.body_len = rq->base;
+
+    if (rq->base == 0) {
+        llmr_fail(rq, "request body is empty");
+        return LLMR_ERROR;
+    }
+
+    status = yajl_complete_parse(rq->yajl);
+
+    if (status != yajl_status_ok) {
+        return llmr_parse_error(rq, status);
+    }
+
+    if (!rq->seen_messages) {
+        llmr_fail(rq, "missing required parameter: 'messages'");
+        return LLMR_ERROR;
+    }
+
+    if (rq->f.messages == 0) {
+        llmr_fail(rq, "'messages' must be a non-empty array");
+        return LLMR_ERROR;
+    }
+
+    return LLMR_OK;
+}
+
+
+static int
+llmr_parse_error(llmr_request_t *rq, yajl_status status)
+{
+    size_t          n;
+    unsigned char  *text;
+
+    if (status == yajl_status_client_canceled) {
+        /* a callback has set the error */
+        return LLMR_ERROR;
+    }
+
+    text = yajl_get_error(rq->yajl, 0, NULL, 0);
+
+    if (text && strstr((char *) text, "UTF8")) {
+        snprintf(rq->error, LLMR_ERROR_MAX,
+                 "request body is not valid UTF-8 (at byte %llu)",
+                 (unsigned long long) llmr_offset(rq));
+
+    } else {
+        n = text ? strcspn((char *) text, "\n") : 0;
+
+        snprintf(rq->error, LLMR_ERROR_MAX,
+                 "request body is not valid JSON (at byte %llu): %.*s",
+                 (unsigned long long) llmr_offset(rq), (int) n,
+                 text ? (char *) text : "");
+    }
+
+    if (text) {
+        yajl_free_error(rq->yajl, text);
+    }
+
+    return LLMR_ERROR;
+}
+
+
+/* returns zero, which in a callback cancels the parse */
+
+static int
+llmr_fail(llmr_request_t *rq, const char *message)
+{
+    snprintf(rq->error, LLMR_ERROR_MAX, "%s", message);
+
+    return 0;
+}
+
+
+/*
+ * yajl tells where a token ends but not where it starts: the "model"
+ * value starts at the first byte after its key that is neither white
+ * space nor the colon.  Those bytes are scanned as they pass, so nothing
+ * is buffered for it.
+ */
+
+static void
+llmr_locate_model(llmr_request_t *rq, size_t upto)
+{
+    size_t                i;
+    const unsigned char  *p;
+
+    if (rq->model_key_end == LLMR_NO_OFFSET
+        || rq->f.model_start != LLMR_NO_OFFSET
+        || rq->chunk == NULL)
+    {
+        return;
+    }
+
+    i = (rq->model_key_end > rq->base)
+        ? (size_t) (rq->model_key_end - rq->base) : 0;
+    p = rq->chunk;
+
+    for ( /* void */ ; i < upto; i++) {
+        if (p[i] != ' ' && p[i] != '\t' && p[i] != '\r' && p[i] != '\n'
+            && p[i] != ':')
+        {
+            rq->f.model_start = rq->base + i;
+            return;
+        }
+    }
+}
+
+
+/*
+ * Every value passes here first: it checks the types the router relies
+ * on and records where the "model" value ends.
+ */
+
+static int
+llmr_value(llmr_request_t *rq, unsigned type)
+{
+    switch (rq->depth) {
+
+    case 0:
+        if (type != LLMR_VALUE_MAP) {
+            return llmr_fail(rq, "request body must be a JSON object");
+        }
+
+        return 1;
+
+    case 1:
+        switch (rq->key[1]) {
+
+        case LLMR_KEY_MODEL:
+            if (type != LLMR_VALUE_STRING && type != LLMR_VALUE_NULL) {
+                return llmr_fail(rq, "invalid type for 'model': "
+                                     "expected a string");
+            }
+
+            rq->f.model_present = 1;
+            llmr_locate_model(rq, yajl_get_bytes_consumed(rq->yajl));
+            rq->f.model_end = llmr_offset(rq);
+            return 1;
+
+        case LLMR_KEY_MESSAGES:
+            if (type != LLMR_VALUE_ARRAY) {
+                return llmr_fail(rq, "invalid type for 'messages': "
+                                     "expected an array of objects");
+            }
+
+            rq->seen_messages = 1;
+            return 1;
+
+        case LLMR_KEY_STREAM:
+            if (type != LLMR_VALUE_BOOL && type != LLMR_VALUE_NULL) {
+                return llmr_fail(rq, "invalid type for 'stream': "
+                                     "expected a boolean");
+            }
+
+            return 1;
+        }
+
+        return 1;
+
+    case 2:
+        switch (rq->key[1]) {
+
+        case LLMR_KEY_MESSAGES:
+            if (type != LLMR_VALUE_MAP) {
+                return llmr_fail(rq, "invalid type for 'messages': "
+                                     "expected an array of objects");
+            }
+
+            return 1;
+
+        case LLMR_KEY_TOOLS:
+        case LLMR_KEY_FUNCTIONS:
+            rq->f.tools = 1;
+            return 1;
+        }
+
+        return 1;
+    }
+
+    return 1;
+}
+
+
+static int
+llmr_null(void *ctx)
+{
+    return llmr_value(ctx, LLMR_VALUE_NULL);
+}
+
+
+static int
+llmr_boolean(void *ctx, int value)
+{
+    llmr_request_t  *rq = ctx;
+
+    if (!llmr_value(rq, LLMR_VALUE_BOOL)) {
+        return 0;
+    }
+
+    if (rq->depth == 1 && rq->key[1] == LLMR_KEY_STREAM) {
+        rq->f.stream = value ? 1 : 0;
+    }
+
+    return 1;
+}
+
+
+static int
+llmr_number(void *ctx, const char *p, size_t len)
+{
+    size_t           i;
+    int64_t          n;
+    llmr_request_t  *rq = ctx;
+
+    if (!llmr_value(rq, LLMR_VALUE_NUMBER)) {
+        return 0;
+    }
+
+    if (rq->depth != 1 || rq->key[1] != LLMR_KEY_MAX_TOKENS || len > 18) {
+        return 1;
+    }
+
+    n = 0;
+
+    for (i = 0; i < len; i++) {
+        if (p[i] < '0' || p[i] > '9') {
+            /* negative or fractional: not a usable limit */
+            return 1;
+        }
+
+        n = n * 10 + (p[i] - '0');
+    }
+
+    rq->f.max_tokens = n;
+
+    return 1;
+}
+
+
+static int
+llmr_string(void *ctx, const unsigned char *p, size_t len)
+{
+    llmr_request_t  *rq = ctx;
+
+    if (!llmr_value(rq, LLMR_VALUE_STRING)) {
+        return 0;
+    }
+
+    if (rq->depth == 1) {
+        if (rq->key[1] == LLMR_KEY_MODEL) {
+            rq->f.model_truncated = (len > LLMR_MODEL_NAME_MAX);
+            rq->f.model_len = rq->f.model_truncated ? LLMR_MODEL_NAME_MAX
+                                                    : len;
+            memcpy(rq->f.model, p, rq->f.model_len);
+        }
+
+        return 1;
+    }
+
+    if (rq->depth < 3 || rq->key[1] != LLMR_KEY_MESSAGES) {
+        return 1;
+    }
+
+    /* inside a message */
+
+    if (rq->depth == 3 && rq->key[3] == LLMR_KEY_ROLE) {
+        rq->msg_role = (len == 4 && memcmp(p, "user", 4) == 0);
+    }
+
+    if (rq->key[3] == LLMR_KEY_CONTENT && rq->depth > 3
+        && !(rq->depth == 5 && rq->key[5] == LLMR_KEY_TEXT))
+    {
+        /* content parts other than text: types, image URLs, audio */
+        return 1;
+    }
+
+    rq->msg.tokens += llmr_estimate_tokens(p, len);
+
+    if (llmr_in_message_text(rq)) {
+        if (!rq->msg.code) {
+            rq->msg.code = llmr_looks_like_code(p, len);
+        }
+
+        rq->msg_keywords |= llmr_keywords_match(rq->keywords, p, len);
+    }
+
+    return 1;
+}
+
+
+static int
+llmr_in_message_text(llmr_request_t *rq)
+{
+    return rq->key[3] == LLMR_KEY_CONTENT
+           && (rq->depth == 3 || rq->depth == 5);
+}
+
+
+static int
+llmr_start_map(void *ctx)
+{
+    llmr_request_t  *rq = ctx;
+
+    if (!llmr_value(rq, LLMR_VALUE_MAP)) {
+        return 0;
+    }
+
+    if (rq->depth == LLMR_DEPTH_MAX) {
+        return llmr_fail(rq, "request body is nested too deeply");
+    }
+
+    rq->depth++;
+    rq->key[rq->depth] = LLMR_KEY_OTHER;
+
+    if (rq->depth == 1) {
+        rq->f.object_start = llmr_offset(rq);
+
+    } else if (rq->depth == 3 && rq->key[1] == LLMR_KEY_MESSAGES) {
+        rq->f.messages++;
+        rq->msg.tokens = 0;
+        rq->msg.code = 0;
+        rq->msg_keywords = 0;
+        rq->msg_role = 0;
+    }
+
+    return 1;
+}
+
+
+static int
+llmr_map_key(void *ctx, const unsigned char *p, size_t len)
+{
+    unsigned                key;
+    const llmr_key_name_t  *names;
+    llmr_request_t         *rq = ctx;
+
+    names = NULL;
+
+    if (rq->depth == 1) {
+        names = llmr_top_keys;
+
+    } else if (rq->key[1] == LLMR_KEY_MESSAGES) {
+        if (rq->depth == 3) {
+            names = llmr_message_keys;
+
+        } else if (rq->depth == 5 && rq->key[3] == LLMR_KEY_CONTENT) {
+            names = llmr_part_keys;
+        }
+    }
+
+    key = LLMR_KEY_OTHER;
+
+    for ( /* void */ ; names && names->name; names++) {
+        if (strlen(names->name) == len && memcmp(names->name, p, len) == 0) {
+            key = names->key;
+            break;
+        }
+    }
+
+    if (rq->depth == 1 && key != LLMR_KEY_OTHER
+        && key <= LLMR_KEY_STREAM_OPTIONS)
+    {
+        /*
+         * a second "model" or "messages" could be read differently by
+         * the provider than by the router
+         */
+
+        if (rq->seen & (1u << key)) {
+            snprintf(rq->error, LLMR_ERROR_MAX,
+                     "duplicate key '%.*s' in request body", (int) len, p);
+            return 0;
+        }
+
+        rq->seen |= 1u << key;
+
+        if (key == LLMR_KEY_MODEL) {
+            rq->model_key_end = llmr_offset(rq);
+
+        } else if (key == LLMR_KEY_STREAM_OPTIONS) {
+            rq->f.stream_options = 1;
+        }
+    }
+
+    rq->key[rq->depth] = (unsigned char) key;
+
+    return 1;
+}
+
+
+static int
+llmr_end_map(void *ctx)
+{
+    llmr_request_t  *rq = ctx;
+
+    if (rq->depth == 3 && rq->key[1] == LLMR_KEY_MESSAGES) {
+        llmr_message_done(rq);
+    }
+
+    rq->depth--;
+
+    return 1;
+}
+
+
+static int
+llmr_start_array(void *ctx)
+{
+    llmr_request_t  *rq = ctx;
+
+    if (!llmr_value(rq, LLMR_VALUE_ARRAY)) {
+        return 0;
+    }
+
+    if (rq->depth == LLMR_DEPTH_MAX) {
+        return llmr_fail(rq, "request body is nested too deeply");
+    }
+
+    rq->depth++;
+    rq->key[rq->depth] = LLMR_KEY_OTHER;
+
+    return 1;
+}
+
+
+static int
+llmr_end_array(void *ctx)
+{
+    llmr_request_t  *rq = ctx;
+
+    rq->depth--;
+
+    return 1;
+}
+
+
+/*
+ * The current message is the last one from the user (or the last one
+ * when no user spoke); the history window is the messages before it.
+ */
+
+static void
+llmr_message_done(llmr_request_t *rq)
+{
+    unsigned          k, window, code_window;
+    uint32_t          tokens;
+    llmr_message_t   *m;
+    llmr_features_t  *f;
+
+    f = &rq->f;
+
+    /* 3 tokens of framing per message, as providers count them */
+    f->prompt_tokens += rq->msg.tokens + 3 + (f->messages == 1 ? 3 : 0);
+
+    if (rq->msg_role || !rq->seen_user) {
+        rq->seen_user |= rq->msg_role;
+
+        window = rq->history < rq->ring_len ? rq->history : rq->ring_len;
+        code_window = window < 3 ? window : 3;
+
+        tokens = rq->msg.tokens;
+        f->code = rq->msg.code;
+
+        for (k = 1; k <= window; k++) {
+            m = &rq->ring[(rq->ring_next + LLMR_HISTORY_MAX - k)
+                          % LLMR_HISTORY_MAX];
+            tokens += m->tokens;
+
+            if (k <= code_window && m->code) {
+                f->code = 1;
+            }
+        }
+
+        f->est_tokens = tokens;
+        f->keywords = rq->msg_keywords;
+    }
+
+    rq->ring[rq->ring_next] = rq->msg;
+    rq->ring_next = (rq->ring_next + 1) % LLMR_HISTORY_MAX;
+
+    if (rq->ring_len < LLMR_HISTORY_MAX) {
+        rq->ring_len++;
+    }
+}
+
+
+size_t
+llmr_rewrite_size(const llmr_features_t *f, size_t upstream_len)
+{
+    size_t  n;
+
+    n = upstream_len;
+
+    if (!f->model_present) {
+        n += sizeof(LLMR_MODEL_KEY ",") - 1;
+    }
+
+    if (llmr_need_stream_options(f)) {
+        n += sizeof(LLMR_STREAM_OPTIONS) - 1;
+    }
+
+    return n;
+}
+
+
+unsigned char *
+llmr_rewrite(const llmr_features_t *f, llmr_str_t *upstream,
+    unsigned char *out, uint64_t *start, uint64_t *end)
+{
+    unsigned char  *p;
+
+    p = out;
+
+    if (f->model_present) {
+        *start = f->model_start;
+        *end = f->model_end;
+
+    } else {
+        /* a new first member: "model":"x", */
+        *start = f->object_start;
+        *end = f->object_start;
+
+        memcpy(p, LLMR_MODEL_KEY, sizeof(LLMR_MODEL_KEY) - 1);
+        p += sizeof(LLMR_MODEL_KEY) - 1;
+    }
+
+    memcpy(p, upstream->data, upstream->len);
+    p += upstream->len;
+
+    if (llmr_need_stream_options(f)) {
+        memcpy(p, LLMR_STREAM_OPTIONS, sizeof(LLMR_STREAM_OPTIONS) - 1);
+        p += sizeof(LLMR_STREAM_OPTIONS) - 1;
+    }
+
+    if (!f->model_present) {
+        *p++ = ',';
+    }
+
+    return p;
+}

@@ -1,0 +1,291 @@
+
+/*
+ * Copyright (C) the ngx_http_llm_router_module authors
+ *
+ * Rule conditions, the rule walk, models, prices and cost.  Money is
+ * kept in integer pico-USD so that sums are exact and reproducible.
+ */
+
+
+#include <stdio.h>
+#include <string.h>
+
+#include "llmr.h"
+
+
+#define LLMR_PICO_PER_USD  1000000000000ULL
+#define LLMR_NUMBER_MAX    1000000000000ULL
+
+
+typedef struct {
+    const char        *prefix;
+    llmr_cond_type_e   type;
+} llmr_cond_name_t;
+
+
+static int llmr_cond_true(const llmr_cond_t *cond, const llmr_features_t *f,
+    llmr_external_pt external, void *data);
+
+
+static const llmr_cond_name_t  llmr_number_conds[] = {
+    { "tokens>", LLMR_COND_TOKENS_GT },
+    { "tokens<", LLMR_COND_TOKENS_LT },
+    { "messages>", LLMR_COND_MESSAGES_GT },
+    { "messages<", LLMR_COND_MESSAGES_LT },
+    { NULL, 0 }
+};
+
+
+int
+llmr_cond_parse(llmr_cond_t *cond, const unsigned char *p, size_t len,
+    char *err, size_t errlen)
+{
+    size_t                   n, i;
+    uint64_t                 number;
+    const llmr_cond_name_t  *name;
+
+    memset(cond, 0, sizeof(llmr_cond_t));
+
+    if (len && p[0] == '!') {
+        cond->negate = 1;
+        p++;
+        len--;
+    }
+
+    if (len == 0) {
+        snprintf(err, errlen, "empty condition");
+        return LLMR_ERROR;
+    }
+
+    if (p[0] == '$') {
+        cond->type = LLMR_COND_EXTERNAL;
+        cond->name.data = p;
+        cond->name.len = len;
+        return LLMR_OK;
+    }
+
+    if (len == 4 && memcmp(p, "code", 4) == 0) {
+        cond->type = LLMR_COND_CODE;
+        return LLMR_OK;
+    }
+
+    if (len == 5 && memcmp(p, "tools", 5) == 0) {
+        cond->type = LLMR_COND_TOOLS;
+        return LLMR_OK;
+    }
+
+    if (len > 9 && memcmp(p, "keywords=", 9) == 0) {
+        cond->type = LLMR_COND_KEYWORDS;
+        cond->name.data = p + 9;
+        cond->name.len = len - 9;
+        return LLMR_OK;
+    }
+
+    for (name = llmr_number_conds; name->prefix; name++) {
+        n = strlen(name->prefix);
+
+        if (len <= n || memcmp(p, name->prefix, n) != 0) {
+            continue;
+        }
+
+        number = 0;
+
+        for (i = n; i < len; i++) {
+            if (p[i] < '0' || p[i] > '9' || number > LLMR_NUMBER_MAX) {
+                snprintf(err, errlen, "invalid number \"%.*s\"",
+                         (int) (len - n), p + n);
+                return LLMR_ERROR;
+            }
+
+            number = number * 10 + (p[i] - '0');
+        }
+
+        cond->type = name->type;
+        cond->arg = number;
+
+        return LLMR_OK;
+    }
+
+    snprintf(err, errlen, "unknown condition \"%.*s\"", (int) len, p);
+
+    return LLMR_ERROR;
+}
+
+
+int
+llmr_rules_eval(const llmr_rule_t *rules, unsigned n,
+    const llmr_features_t *f, llmr_external_pt external, void *data)
+{
+    unsigned  i, k;
+
+    for (i = 0; i < n; i++) {
+
+        for (k = 0; k < rules[i].nconds; k++) {
+            if (!llmr_cond_true(&rules[i].conds[k], f, external, data)) {
+                break;
+            }
+        }
+
+        if (k == rules[i].nconds) {
+            return (int) i;
+        }
+    }
+
+    return -1;
+}
+
+
+static int
+llmr_cond_true(const llmr_cond_t *cond, const llmr_features_t *f,
+    llmr_external_pt external, void *data)
+{
+    int  v;
+
+    switch (cond->type) {
+
+    case LLMR_COND_TOKENS_GT:
+        v = f->est_tokens > cond->arg;
+        break;
+
+    case LLMR_COND_TOKENS_LT:
+        v = f->est_tokens < cond->arg;
+        break;
+
+    case LLMR_COND_MESSAGES_GT:
+        v = f->messages > cond->arg;
+        break;
+
+    case LLMR_COND_MESSAGES_LT:
+        v = f->messages < cond->arg;
+        break;
+
+    case LLMR_COND_CODE:
+        v = f->code;
+        break;
+
+    case LLMR_COND_TOOLS:
+        v = f->tools;
+        break;
+
+    case LLMR_COND_KEYWORDS:
+        v = (f->keywords >> cond->arg) & 1;
+        break;
+
+    default: /* LLMR_COND_EXTERNAL */
+        v = external ? external(data, cond) : 0;
+        break;
+    }
+
+    return v != (int) cond->negate;
+}
+
+
+int
+llmr_model_find(const llmr_model_t *models, unsigned n,
+    const unsigned char *name, size_t len)
+{
+    unsigned  i;
+
+    for (i = 0; i < n; i++) {
+        if ((models[i].name.len == len
+             && memcmp(models[i].name.data, name, len) == 0)
+            || (models[i].upstream.len == len
+                && memcmp(models[i].upstream.data, name, len) == 0))
+        {
+            return (int) i;
+        }
+    }
+
+    return -1;
+}
+
+
+/*
+ * A price is USD per million tokens with at most six decimals, which is
+ * a whole number of pico-USD per token: "0.15" is 150000.
+ */
+
+int
+llmr_price_parse(const unsigned char *p, size_t len, uint64_t *price)
+{
+    size_t    i;
+    unsigned  decimals, dot;
+    uint64_t  v;
+
+    v = 0;
+    dot = 0;
+    decimals = 0;
+
+    if (len == 0) {
+        return LLMR_ERROR;
+    }
+
+    for (i = 0; i < len; i++) {
+
+        if (p[i] == '.' && !dot && i > 0) {
+            dot = 1;
+            continue;
+        }
+
+        if (p[i] < '0' || p[i] > '9' || v > 1000000000000000ULL) {
+            return LLMR_ERROR;
+        }
+
+        if (dot && ++decimals > 6) {
+            return LLMR_ERROR;
+        }
+
+        v = v * 10 + (p[i] - '0');
+    }
+
+    if (dot && decimals == 0) {
+        return LLMR_ERROR;
+    }
+
+    while (decimals++ < 6) {
+        v *= 10;
+    }
+
+    /*
+     * a thousand USD per million tokens is beyond any real price; the
+     * bound keeps a cost of a billion tokens within 64 bits
+     */
+
+    if (v > 1000ULL * 1000000) {
+        return LLMR_ERROR;
+    }
+
+    *price = v;
+
+    return LLMR_OK;
+}
+
+
+uint64_t
+llmr_cost(const llmr_model_t *m, uint64_t prompt, uint64_t completion)
+{
+    return prompt * m->price_in + completion * m->price_out;
+}
+
+
+/* USD with up to 12 decimals and no trailing zeros: "0.000123" */
+
+size_t
+llmr_usd_format(unsigned char *buf, uint64_t pico)
+{
+    int  n;
+
+    n = snprintf((char *) buf, LLMR_USD_MAX, "%llu.%012llu",
+                 (unsigned long long) (pico / LLMR_PICO_PER_USD),
+                 (unsigned long long) (pico % LLMR_PICO_PER_USD));
+
+    while (buf[n - 1] == '0') {
+        n--;
+    }
+
+    if (buf[n - 1] == '.') {
+        n--;
+    }
+
+    return (size_t) n;
+}

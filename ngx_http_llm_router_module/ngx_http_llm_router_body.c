@@ -1,0 +1,710 @@
+
+/*
+ * Copyright (C) the ngx_http_llm_router_module authors
+ *
+ * The request side: the body is parsed as it is read, by a request body
+ * filter, the model is chosen, the new "model" value is spliced into the
+ * buffer chain and the provider's credentials replace the client's.
+ */
+
+
+#include "ngx_http_llm_router_module.h"
+
+
+static ngx_int_t ngx_http_llm_router_request_body_filter(ngx_http_request_t *r,
+    ngx_chain_t *in);
+static ngx_int_t ngx_http_llm_router_parse(ngx_http_request_t *r,
+    ngx_http_llm_router_ctx_t *ctx, ngx_chain_t *in);
+static void ngx_http_llm_router_body_handler(ngx_http_request_t *r);
+static ngx_int_t ngx_http_llm_router_route(ngx_http_request_t *r,
+    ngx_http_llm_router_ctx_t *ctx);
+static ngx_int_t ngx_http_llm_router_decide(ngx_http_request_t *r,
+    ngx_http_llm_router_ctx_t *ctx);
+static int ngx_http_llm_router_var_test(void *data, const llmr_cond_t *cond);
+static ngx_int_t ngx_http_llm_router_rewrite_body(ngx_http_request_t *r,
+    ngx_http_llm_router_ctx_t *ctx);
+static ngx_int_t ngx_http_llm_router_splice(ngx_http_request_t *r,
+    ngx_chain_t **chain, off_t start, off_t end, ngx_buf_t *insert);
+static ngx_int_t ngx_http_llm_router_append(ngx_pool_t *pool,
+    ngx_chain_t ***last, ngx_buf_t *b, off_t from, off_t to);
+static ngx_int_t ngx_http_llm_router_credentials(ngx_http_request_t *r,
+    ngx_http_llm_router_ctx_t *ctx);
+static ngx_uint_t ngx_http_llm_router_client_header(ngx_table_elt_t *h);
+static void ngx_http_llm_router_cleanup(void *data);
+
+
+static ngx_http_request_body_filter_pt  ngx_http_next_request_body_filter;
+
+
+/*
+ * Headers that never reach a provider: the client's credentials, and
+ * Accept-Encoding, so that the answer comes uncompressed and its usage
+ * can be read (nginx may still compress it for the client).
+ */
+
+static ngx_str_t  ngx_http_llm_router_client_headers[] = {
+    ngx_string("authorization"),
+    ngx_string("x-api-key"),
+    ngx_string("api-key"),
+    ngx_string("accept-encoding"),
+    ngx_null_string
+};
+
+
+static ngx_str_t  ngx_http_llm_router_auth_headers[] = {
+    ngx_null_string,
+    ngx_string("Authorization"),
+    ngx_string("x-api-key"),
+    ngx_string("api-key")
+};
+
+
+ngx_int_t
+ngx_http_llm_router_request_body_init(ngx_conf_t *cf)
+{
+    ngx_http_next_request_body_filter = ngx_http_top_request_body_filter;
+    ngx_http_top_request_body_filter = ngx_http_llm_router_request_body_filter;
+
+    return NGX_OK;
+}
+
+
+ngx_http_llm_router_ctx_t *
+ngx_http_llm_router_create_ctx(ngx_http_request_t *r)
+{
+    ngx_http_llm_router_ctx_t  *ctx;
+
+    ctx = ngx_pcalloc(r->pool, sizeof(ngx_http_llm_router_ctx_t));
+    if (ctx == NULL) {
+        return NULL;
+    }
+
+    ngx_http_set_ctx(r, ctx, ngx_http_llm_router_module);
+
+    return ctx;
+}
+
+
+ngx_int_t
+ngx_http_llm_router_handler(ngx_http_request_t *r)
+{
+    ngx_int_t                         rc;
+    ngx_chain_t                      *cl;
+    ngx_pool_cleanup_t               *cln;
+    ngx_http_llm_router_ctx_t        *ctx;
+    ngx_http_llm_router_loc_conf_t   *llcf;
+    ngx_http_llm_router_main_conf_t  *lmcf;
+
+    llcf = ngx_http_get_module_loc_conf(r, ngx_http_llm_router_module);
+
+    if (!llcf->enable || r != r->main) {
+        return NGX_DECLINED;
+    }
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_llm_router_module);
+
+    if (ctx) {
+        return ctx->status;
+    }
+
+    ctx = ngx_http_llm_router_create_ctx(r);
+    if (ctx == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    lmcf = ngx_http_get_module_main_conf(r, ngx_http_llm_router_module);
+
+    cln = ngx_pool_cleanup_add(r->pool, 0);
+    if (cln == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    if (llmr_request_init(&ctx->request, &lmcf->keywords, llcf->history)
+        != LLMR_OK)
+    {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    cln->handler = ngx_http_llm_router_cleanup;
+    cln->data = ctx;
+
+    ctx->status = NGX_DONE;
+
+    if (r->request_body) {
+
+        /*
+         * read before the router ran, by another module or before an
+         * internal redirect: parse what is in memory
+         */
+
+        for (cl = r->request_body->bufs; cl; cl = cl->next) {
+            if (!ngx_buf_in_memory(cl->buf) && ngx_buf_size(cl->buf)) {
+                ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                              "llm_router: the request body was saved to a "
+                              "file before the router could read it");
+                return NGX_HTTP_INTERNAL_SERVER_ERROR;
+            }
+        }
+
+        if (ngx_http_llm_router_parse(r, ctx, r->request_body->bufs)
+            != NGX_OK)
+        {
+            return NGX_HTTP_BAD_REQUEST;
+        }
+
+    } else {
+        ctx->parsing = 1;
+    }
+
+    rc = ngx_http_read_client_request_body(r,
+                                           ngx_http_llm_router_body_handler);
+
+    if (rc >= NGX_HTTP_SPECIAL_RESPONSE) {
+        return rc;
+    }
+
+    ngx_http_finalize_request(r, NGX_DONE);
+
+    return NGX_DONE;
+}
+
+
+static void
+ngx_http_llm_router_cleanup(void *data)
+{
+    ngx_http_llm_router_ctx_t  *ctx = data;
+
+    llmr_request_free(&ctx->request);
+}
+
+
+/* every buffer of the body passes here once, as it arrives */
+
+static ngx_int_t
+ngx_http_llm_router_request_body_filter(ngx_http_request_t *r,
+    ngx_chain_t *in)
+{
+    ngx_http_llm_router_ctx_t  *ctx;
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_llm_router_module);
+
+    if (ctx && ctx->parsing && ngx_http_llm_router_parse(r, ctx, in) != NGX_OK)
+    {
+        return NGX_HTTP_BAD_REQUEST;
+    }
+
+    return ngx_http_next_request_body_filter(r, in);
+}
+
+
+static ngx_int_t
+ngx_http_llm_router_parse(ngx_http_request_t *r,
+    ngx_http_llm_router_ctx_t *ctx, ngx_chain_t *in)
+{
+    ngx_buf_t  *b;
+
+    for ( /* void */ ; in; in = in->next) {
+        b = in->buf;
+
+        if (llmr_request_feed(&ctx->request, b->pos, b->last - b->pos)
+            != LLMR_OK)
+        {
+            ctx->parsing = 0;
+            ctx->error.data = (u_char *) ctx->request.error;
+            ctx->error.len = ngx_strlen(ctx->request.error);
+
+            ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
+                          "llm_router: %V", &ctx->error);
+
+            return NGX_ERROR;
+        }
+    }
+
+    return NGX_OK;
+}
+
+
+static void
+ngx_http_llm_router_body_handler(ngx_http_request_t *r)
+{
+    ngx_http_llm_router_ctx_t  *ctx;
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_llm_router_module);
+
+    ctx->parsing = 0;
+    ctx->status = ngx_http_llm_router_route(r, ctx);
+
+    r->write_event_handler = ngx_http_core_run_phases;
+    ngx_http_core_run_phases(r);
+}
+
+
+/* returns NGX_DECLINED to go on to the content phase, or an HTTP error */
+
+static ngx_int_t
+ngx_http_llm_router_route(ngx_http_request_t *r,
+    ngx_http_llm_router_ctx_t *ctx)
+{
+    ngx_int_t  rc;
+
+    if (llmr_request_finish(&ctx->request) != LLMR_OK) {
+        ctx->error.data = (u_char *) ctx->request.error;
+        ctx->error.len = ngx_strlen(ctx->request.error);
+
+        ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
+                      "llm_router: %V", &ctx->error);
+
+        return NGX_HTTP_BAD_REQUEST;
+    }
+
+    rc = ngx_http_llm_router_decide(r, ctx);
+    if (rc != NGX_OK) {
+        return rc;
+    }
+
+    rc = ngx_http_llm_router_credentials(r, ctx);
+    if (rc != NGX_OK) {
+        return rc;
+    }
+
+    if (ngx_http_llm_router_rewrite_body(r, ctx) != NGX_OK) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    ctx->routed = 1;
+
+    ngx_log_debug3(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                   "llm_router: model \"%V\" by rule \"%V\", %uD tokens",
+                   &ctx->model->name, &ctx->rule,
+                   ctx->request.f.est_tokens);
+
+    return NGX_DECLINED;
+}
+
+
+static ngx_int_t
+ngx_http_llm_router_decide(ngx_http_request_t *r,
+    ngx_http_llm_router_ctx_t *ctx)
+{
+    ngx_int_t                         i;
+    llmr_rule_t                      *rule;
+    llmr_features_t                  *f;
+    ngx_http_llm_router_model_t      *models;
+    ngx_http_llm_router_loc_conf_t   *llcf;
+    ngx_http_llm_router_main_conf_t  *lmcf;
+
+    llcf = ngx_http_get_module_loc_conf(r, ngx_http_llm_router_module);
+    lmcf = ngx_http_get_module_main_conf(r, ngx_http_llm_router_module);
+
+    f = &ctx->request.f;
+    models = lmcf->models.elts;
+
+    if (llcf->pin && f->model_len && !f->model_truncated) {
+        i = llmr_model_find(lmcf->core_models, lmcf->models.nelts,
+                            f->model, f->model_len);
+
+        if (i >= 0) {
+            ctx->model = &models[i];
+            ngx_str_set(&ctx->rule, "client");
+            return NGX_OK;
+        }
+    }
+
+    if (llcf->rules) {
+        rule = llcf->rules->elts;
+
+        i = llmr_rules_eval(rule, llcf->rules->nelts, f,
+                            ngx_http_llm_router_var_test, r);
+
+        if (i >= 0) {
+            ctx->model = &models[rule[i].model];
+            ctx->rule.data = (u_char *) rule[i].name.data;
+            ctx->rule.len = rule[i].name.len;
+            return NGX_OK;
+        }
+    }
+
+    if (llcf->default_model) {
+        ctx->model = llcf->default_model;
+        ngx_str_set(&ctx->rule, "default");
+        return NGX_OK;
+    }
+
+    ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                  "llm_router: no rule matched the request and no "
+                  "\"llm_router_default\" is set");
+
+    ngx_str_set(&ctx->error, "no model is configured for this request");
+
+    return NGX_HTTP_INTERNAL_SERVER_ERROR;
+}
+
+
+static int
+ngx_http_llm_router_var_test(void *data, const llmr_cond_t *cond)
+{
+    ngx_http_request_t *r = data;
+
+    ngx_str_t                        value;
+    ngx_http_variable_value_t       *v;
+    ngx_http_llm_router_var_cond_t  *vc;
+    ngx_http_llm_router_loc_conf_t  *llcf;
+
+    llcf = ngx_http_get_module_loc_conf(r, ngx_http_llm_router_module);
+
+    vc = llcf->vars->elts;
+    vc += cond->arg;
+
+    v = ngx_http_get_indexed_variable(r, vc->index);
+
+    if (v == NULL || v->not_found) {
+        ngx_str_null(&value);
+
+    } else {
+        value.data = v->data;
+        value.len = v->len;
+    }
+
+#if (NGX_PCRE)
+    if (vc->regex) {
+        return ngx_http_regex_exec(r, vc->regex, &value) == NGX_OK;
+    }
+#endif
+
+    return value.len == vc->value.len
+           && ngx_strncmp(value.data, vc->value.data, value.len) == 0;
+}
+
+
+static ngx_int_t
+ngx_http_llm_router_rewrite_body(ngx_http_request_t *r,
+    ngx_http_llm_router_ctx_t *ctx)
+{
+    u_char           *p;
+    uint64_t          start, end;
+    ngx_buf_t        *b;
+    llmr_str_t        upstream;
+    llmr_features_t  *f;
+
+    f = &ctx->request.f;
+
+    upstream.data = ctx->model->upstream_json.data;
+    upstream.len = ctx->model->upstream_json.len;
+
+    b = ngx_create_temp_buf(r->pool, llmr_rewrite_size(f, upstream.len));
+    if (b == NULL) {
+        return NGX_ERROR;
+    }
+
+    b->last = llmr_rewrite(f, &upstream, b->pos, &start, &end);
+
+    if (ngx_http_llm_router_splice(r, &r->request_body->bufs, start, end, b)
+        != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    r->headers_in.content_length_n = f->body_len - (end - start)
+                                     + (b->last - b->pos);
+
+    /* $content_length should tell what the provider gets */
+
+    if (r->headers_in.content_length) {
+        p = ngx_pnalloc(r->pool, NGX_OFF_T_LEN);
+        if (p == NULL) {
+            return NGX_ERROR;
+        }
+
+        r->headers_in.content_length->value.data = p;
+        r->headers_in.content_length->value.len =
+                    ngx_sprintf(p, "%O", r->headers_in.content_length_n) - p;
+    }
+
+    return NGX_OK;
+}
+
+
+/*
+ * Replaces bytes [start, end) of a chain with one buffer.  Buffers are
+ * shared, not copied: the ones cut are replaced by shallow copies that
+ * point into the same memory or the same part of the temporary file.
+ */
+
+static ngx_int_t
+ngx_http_llm_router_splice(ngx_http_request_t *r, ngx_chain_t **chain,
+    off_t start, off_t end, ngx_buf_t *insert)
+{
+    off_t         pos, size;
+    ngx_buf_t    *b;
+    ngx_uint_t    inserted;
+    ngx_chain_t  *in, *out, **last;
+
+    out = NULL;
+    last = &out;
+    inserted = 0;
+    pos = 0;
+
+    for (in = *chain; in; in = in->next) {
+        b = in->buf;
+        size = ngx_buf_size(b);
+
+        if (size == 0) {
+            /* a special buffer, such as the last one, stays as it is */
+
+            if (ngx_http_llm_router_append(r->pool, &last, b, 0, 0)
+                != NGX_OK)
+            {
+                return NGX_ERROR;
+            }
+
+            continue;
+        }
+
+        if (pos < start
+            && ngx_http_llm_router_append(r->pool, &last, b, 0,
+                                          ngx_min(size, start - pos))
+               != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
+
+        if (!inserted && start <= pos + size) {
+            if (ngx_http_llm_router_append(r->pool, &last, insert, 0,
+                                           insert->last - insert->pos)
+                != NGX_OK)
+            {
+                return NGX_ERROR;
+            }
+
+            inserted = 1;
+        }
+
+        if (pos + size > end
+            && ngx_http_llm_router_append(r->pool, &last, b,
+                                          ngx_max(end - pos, 0), size)
+               != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
+
+        pos += size;
+    }
+
+    if (!inserted) {
+        ngx_log_error(NGX_LOG_ALERT, r->connection->log, 0,
+                      "llm_router: splice at %O is beyond the body", start);
+        return NGX_ERROR;
+    }
+
+    *chain = out;
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_llm_router_append(ngx_pool_t *pool, ngx_chain_t ***last,
+    ngx_buf_t *b, off_t from, off_t to)
+{
+    off_t         size;
+    ngx_buf_t    *s;
+    ngx_chain_t  *cl;
+
+    size = ngx_buf_size(b);
+
+    if (from == 0 && to == size) {
+        s = b;
+
+    } else {
+        s = ngx_calloc_buf(pool);
+        if (s == NULL) {
+            return NGX_ERROR;
+        }
+
+        *s = *b;
+
+        if (ngx_buf_in_memory(b)) {
+            s->pos = b->pos + from;
+            s->last = b->pos + to;
+        }
+
+        if (b->in_file) {
+            s->file_pos = b->file_pos + from;
+            s->file_last = b->file_pos + to;
+        }
+
+        if (to != size) {
+            s->last_buf = 0;
+            s->last_in_chain = 0;
+        }
+    }
+
+    cl = ngx_alloc_chain_link(pool);
+    if (cl == NULL) {
+        return NGX_ERROR;
+    }
+
+    cl->buf = s;
+    cl->next = NULL;
+
+    **last = cl;
+    *last = &cl->next;
+
+    return NGX_OK;
+}
+
+
+/*
+ * The provider's key is set here, whatever the client sent, so that a
+ * client key never reaches a provider and no location can forget one.
+ * The header list is rebuilt without the client's credentials; the old
+ * elements stay where they are, so pointers into them remain valid.
+ */
+
+static ngx_int_t
+ngx_http_llm_router_credentials(ngx_http_request_t *r,
+    ngx_http_llm_router_ctx_t *ctx)
+{
+    u_char                       *p;
+    ngx_str_t                     key, *name;
+    ngx_uint_t                    i, n, drop;
+    ngx_list_t                    old;
+    ngx_list_part_t              *part;
+    ngx_table_elt_t              *h, *e;
+    ngx_http_llm_router_model_t  *model;
+
+    model = ctx->model;
+
+    ngx_str_null(&key);
+
+    if (model->auth != NGX_HTTP_LLM_ROUTER_AUTH_NONE) {
+        if (ngx_http_complex_value(r, model->key, &key) != NGX_OK) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        if (key.len == 0) {
+            ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                          "llm_router: the key of model \"%V\" is empty",
+                          &model->name);
+            ngx_str_set(&ctx->error, "the model has no credentials");
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+    }
+
+    n = 0;
+    drop = 0;
+    part = &r->headers_in.headers.part;
+    h = part->elts;
+
+    for (i = 0; /* void */ ; i++) {
+
+        if (i >= part->nelts) {
+            if (part->next == NULL) {
+                break;
+            }
+
+            part = part->next;
+            h = part->elts;
+            i = 0;
+        }
+
+        n++;
+        drop += ngx_http_llm_router_client_header(&h[i]);
+    }
+
+    if (drop) {
+        old = r->headers_in.headers;
+
+        if (ngx_list_init(&r->headers_in.headers, r->pool, n - drop + 1,
+                          sizeof(ngx_table_elt_t))
+            != NGX_OK)
+        {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        part = &old.part;
+        h = part->elts;
+
+        for (i = 0; /* void */ ; i++) {
+
+            if (i >= part->nelts) {
+                if (part->next == NULL) {
+                    break;
+                }
+
+                part = part->next;
+                h = part->elts;
+                i = 0;
+            }
+
+            if (ngx_http_llm_router_client_header(&h[i])) {
+                continue;
+            }
+
+            e = ngx_list_push(&r->headers_in.headers);
+            if (e == NULL) {
+                return NGX_HTTP_INTERNAL_SERVER_ERROR;
+            }
+
+            *e = h[i];
+        }
+
+        r->headers_in.authorization = NULL;
+    }
+
+    if (model->auth == NGX_HTTP_LLM_ROUTER_AUTH_NONE) {
+        return NGX_OK;
+    }
+
+    h = ngx_list_push(&r->headers_in.headers);
+    if (h == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    name = &ngx_http_llm_router_auth_headers[model->auth];
+
+    h->key = *name;
+    h->lowcase_key = ngx_pnalloc(r->pool, name->len);
+    if (h->lowcase_key == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    h->hash = ngx_hash_strlow(h->lowcase_key, name->data, name->len);
+#if (nginx_version >= 1023000)
+    h->next = NULL;
+#endif
+
+    if (model->auth == NGX_HTTP_LLM_ROUTER_AUTH_BEARER) {
+        p = ngx_pnalloc(r->pool, sizeof("Bearer ") - 1 + key.len);
+        if (p == NULL) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        h->value.data = p;
+        p = ngx_cpymem(p, "Bearer ", sizeof("Bearer ") - 1);
+        p = ngx_cpymem(p, key.data, key.len);
+        h->value.len = p - h->value.data;
+
+    } else {
+        h->value = key;
+    }
+
+    return NGX_OK;
+}
+
+
+static ngx_uint_t
+ngx_http_llm_router_client_header(ngx_table_elt_t *h)
+{
+    ngx_str_t  *name;
+
+    for (name = ngx_http_llm_router_client_headers; name->len; name++) {
+        if (h->key.len == name->len
+            && ngx_strncmp(h->lowcase_key, name->data, name->len) == 0)
+        {
+            return 1;
+        }
+    }
+
+    return 0;
+}

@@ -1,0 +1,233 @@
+
+/*
+ * Copyright (C) the ngx_http_llm_router_module authors
+ *
+ * The response side: usage is read from the provider's answer as it
+ * passes, and nginx's HTML error pages become OpenAI-style JSON errors.
+ */
+
+
+#include "ngx_http_llm_router_module.h"
+
+
+typedef struct {
+    ngx_uint_t                 status;
+    ngx_str_t                  message;
+} ngx_http_llm_router_status_t;
+
+
+static ngx_int_t ngx_http_llm_router_header_filter(ngx_http_request_t *r);
+static ngx_int_t ngx_http_llm_router_body_filter(ngx_http_request_t *r,
+    ngx_chain_t *in);
+static ngx_int_t ngx_http_llm_router_json_error(ngx_http_request_t *r,
+    ngx_http_llm_router_ctx_t *ctx);
+
+
+static ngx_http_output_header_filter_pt  ngx_http_next_header_filter;
+static ngx_http_output_body_filter_pt    ngx_http_next_body_filter;
+
+
+static ngx_http_llm_router_status_t  ngx_http_llm_router_statuses[] = {
+    { 400, ngx_string("bad request") },
+    { 401, ngx_string("authentication required") },
+    { 403, ngx_string("forbidden") },
+    { 404, ngx_string("not found") },
+    { 405, ngx_string("method not allowed") },
+    { 408, ngx_string("the request body was not received in time") },
+    { 411, ngx_string("a request body with a length is required") },
+    { 413, ngx_string("the request body is larger than "
+                      "client_max_body_size") },
+    { 429, ngx_string("too many requests") },
+    { 500, ngx_string("internal server error") },
+    { 502, ngx_string("the model provider could not be reached") },
+    { 503, ngx_string("the service is unavailable") },
+    { 504, ngx_string("the model provider did not answer in time") },
+    { 0, ngx_string("the request failed") }
+};
+
+
+ngx_int_t
+ngx_http_llm_router_filter_init(ngx_conf_t *cf)
+{
+    ngx_http_next_header_filter = ngx_http_top_header_filter;
+    ngx_http_top_header_filter = ngx_http_llm_router_header_filter;
+
+    ngx_http_next_body_filter = ngx_http_top_body_filter;
+    ngx_http_top_body_filter = ngx_http_llm_router_body_filter;
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_llm_router_header_filter(ngx_http_request_t *r)
+{
+    ngx_uint_t                       status, sse;
+    ngx_http_llm_router_ctx_t       *ctx;
+    ngx_http_llm_router_loc_conf_t  *llcf;
+
+    llcf = ngx_http_get_module_loc_conf(r, ngx_http_llm_router_module);
+
+    if (!llcf->enable || r != r->main) {
+        return ngx_http_next_header_filter(r);
+    }
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_llm_router_module);
+
+    /* nginx's own error page: an API client expects JSON */
+
+    if (r->err_status >= NGX_HTTP_BAD_REQUEST
+        && r->headers_out.content_type.len == sizeof("text/html") - 1
+        && ngx_strncmp(r->headers_out.content_type.data, "text/html",
+                       sizeof("text/html") - 1) == 0)
+    {
+        if (ctx == NULL) {
+            ctx = ngx_http_llm_router_create_ctx(r);
+            if (ctx == NULL) {
+                return NGX_ERROR;
+            }
+        }
+
+        if (ngx_http_llm_router_json_error(r, ctx) != NGX_OK) {
+            return NGX_ERROR;
+        }
+
+        return ngx_http_next_header_filter(r);
+    }
+
+    status = r->headers_out.status;
+
+    if (ctx && ctx->routed && status >= 200 && status < 300) {
+        sse = r->headers_out.content_type.len
+                                  >= sizeof("text/event-stream") - 1
+              && ngx_strncasecmp(r->headers_out.content_type.data,
+                                 (u_char *) "text/event-stream",
+                                 sizeof("text/event-stream") - 1)
+                 == 0;
+
+        llmr_usage_init(&ctx->usage, sse);
+        ctx->scan_usage = 1;
+    }
+
+    return ngx_http_next_header_filter(r);
+}
+
+
+static ngx_int_t
+ngx_http_llm_router_json_error(ngx_http_request_t *r,
+    ngx_http_llm_router_ctx_t *ctx)
+{
+    u_char                        *p;
+    size_t                         len;
+    ngx_buf_t                     *b;
+    ngx_http_llm_router_status_t  *s;
+
+    if (ctx->error.len == 0) {
+        for (s = ngx_http_llm_router_statuses; s->status; s++) {
+            if (s->status == r->err_status) {
+                break;
+            }
+        }
+
+        ctx->error = s->message;
+    }
+
+    len = sizeof("{\"error\":{\"message\":\"\",\"type\":\"invalid_request_error\","
+                 "\"param\":null,\"code\":null}}\n") - 1
+          + llmr_json_escape_size(ctx->error.data, ctx->error.len);
+
+    b = ngx_create_temp_buf(r->pool, len);
+    if (b == NULL) {
+        return NGX_ERROR;
+    }
+
+    p = ngx_cpymem(b->pos, "{\"error\":{\"message\":\"",
+                   sizeof("{\"error\":{\"message\":\"") - 1);
+    p = llmr_json_escape(p, ctx->error.data, ctx->error.len);
+
+    if (r->err_status >= NGX_HTTP_INTERNAL_SERVER_ERROR) {
+        p = ngx_cpymem(p, "\",\"type\":\"server_error\"",
+                       sizeof("\",\"type\":\"server_error\"") - 1);
+
+    } else {
+        p = ngx_cpymem(p, "\",\"type\":\"invalid_request_error\"",
+                       sizeof("\",\"type\":\"invalid_request_error\"") - 1);
+    }
+
+    p = ngx_cpymem(p, ",\"param\":null,\"code\":null}}\n",
+                   sizeof(",\"param\":null,\"code\":null}}\n") - 1);
+
+    b->last = p;
+    b->last_buf = 1;
+    b->last_in_chain = 1;
+
+    ctx->error_buf = b;
+    ctx->json_error = 1;
+
+    ngx_str_set(&r->headers_out.content_type, "application/json");
+    r->headers_out.content_type_len = sizeof("application/json") - 1;
+    r->headers_out.content_type_lowcase = NULL;
+    r->headers_out.charset.len = 0;
+
+    r->headers_out.content_length_n = b->last - b->pos;
+
+    if (r->headers_out.content_length) {
+        r->headers_out.content_length->hash = 0;
+        r->headers_out.content_length = NULL;
+    }
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_llm_router_body_filter(ngx_http_request_t *r, ngx_chain_t *in)
+{
+    ngx_buf_t                  *b;
+    ngx_chain_t                *cl, out;
+    ngx_http_llm_router_ctx_t  *ctx;
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_llm_router_module);
+
+    if (ctx == NULL || r != r->main) {
+        return ngx_http_next_body_filter(r, in);
+    }
+
+    if (ctx->json_error) {
+
+        /* the HTML page is consumed and our JSON goes instead */
+
+        for (cl = in; cl; cl = cl->next) {
+            cl->buf->pos = cl->buf->last;
+            cl->buf->file_pos = cl->buf->file_last;
+        }
+
+        if (ctx->json_error_sent || in == NULL) {
+            return NGX_OK;
+        }
+
+        ctx->json_error_sent = 1;
+
+        out.buf = ctx->error_buf;
+        out.next = NULL;
+
+        return ngx_http_next_body_filter(r, &out);
+    }
+
+    if (ctx->scan_usage) {
+        for (cl = in; cl; cl = cl->next) {
+            b = cl->buf;
+
+            /*
+             * a buffer that proxying has written to a temporary file is
+             * not read back: usage falls back to the estimate
+             */
+
+            if (ngx_buf_in_memory(b)) {
+                llmr_usage_feed(&ctx->usage, b->pos, b->last - b->pos);
+            }
+        }
+    }
+
+    return ngx_http_next_body_filter(r, in);
+}

@@ -1,0 +1,1034 @@
+
+/*
+ * Copyright (C) the ngx_http_llm_router_module authors
+ *
+ * Directives and configuration: model blocks, keyword lists, rules.
+ */
+
+
+#include "ngx_http_llm_router_module.h"
+
+
+#define NGX_HTTP_LLM_ROUTER_KEY_FILE_MAX  4096
+
+
+static char *ngx_http_llm_router_model_block(ngx_conf_t *cf,
+    ngx_command_t *cmd, void *conf);
+static char *ngx_http_llm_router_model_option(ngx_conf_t *cf,
+    ngx_command_t *dummy, void *conf);
+static char *ngx_http_llm_router_key_file(ngx_conf_t *cf,
+    ngx_http_llm_router_model_t *model, ngx_str_t *name);
+static char *ngx_http_llm_router_keywords(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+static char *ngx_http_llm_router_rule(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+static char *ngx_http_llm_router_var_cond(ngx_conf_t *cf,
+    ngx_http_llm_router_loc_conf_t *llcf, llmr_cond_t *cond);
+static char *ngx_http_llm_router_default(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+static ngx_int_t ngx_http_llm_router_find_model(
+    ngx_http_llm_router_main_conf_t *lmcf, ngx_str_t *name);
+static ngx_int_t ngx_http_llm_router_resolve(ngx_conf_t *cf,
+    ngx_http_llm_router_loc_conf_t *conf);
+
+static ngx_int_t ngx_http_llm_router_preconfiguration(ngx_conf_t *cf);
+static ngx_int_t ngx_http_llm_router_postconfiguration(ngx_conf_t *cf);
+static void *ngx_http_llm_router_create_main_conf(ngx_conf_t *cf);
+static char *ngx_http_llm_router_init_main_conf(ngx_conf_t *cf, void *conf);
+static void *ngx_http_llm_router_create_loc_conf(ngx_conf_t *cf);
+static char *ngx_http_llm_router_merge_loc_conf(ngx_conf_t *cf, void *parent,
+    void *child);
+
+
+static ngx_conf_num_bounds_t  ngx_http_llm_router_history_bounds = {
+    ngx_conf_check_num_bounds, 0, LLMR_HISTORY_MAX
+};
+
+
+static ngx_command_t  ngx_http_llm_router_commands[] = {
+
+    { ngx_string("llm_router_model"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_BLOCK|NGX_CONF_TAKE1,
+      ngx_http_llm_router_model_block,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("llm_router_keywords"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_2MORE,
+      ngx_http_llm_router_keywords,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("llm_router"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_FLAG,
+      ngx_conf_set_flag_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_llm_router_loc_conf_t, enable),
+      NULL },
+
+    { ngx_string("llm_router_history"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_num_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_llm_router_loc_conf_t, history),
+      &ngx_http_llm_router_history_bounds },
+
+    { ngx_string("llm_router_rule"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_2MORE,
+      ngx_http_llm_router_rule,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("llm_router_default"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_http_llm_router_default,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("llm_router_pin"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_FLAG,
+      ngx_conf_set_flag_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_llm_router_loc_conf_t, pin),
+      NULL },
+
+      ngx_null_command
+};
+
+
+static ngx_http_module_t  ngx_http_llm_router_module_ctx = {
+    ngx_http_llm_router_preconfiguration,  /* preconfiguration */
+    ngx_http_llm_router_postconfiguration, /* postconfiguration */
+
+    ngx_http_llm_router_create_main_conf,  /* create main configuration */
+    ngx_http_llm_router_init_main_conf,    /* init main configuration */
+
+    NULL,                                  /* create server configuration */
+    NULL,                                  /* merge server configuration */
+
+    ngx_http_llm_router_create_loc_conf,   /* create location configuration */
+    ngx_http_llm_router_merge_loc_conf     /* merge location configuration */
+};
+
+
+ngx_module_t  ngx_http_llm_router_module = {
+    NGX_MODULE_V1,
+    &ngx_http_llm_router_module_ctx,       /* module context */
+    ngx_http_llm_router_commands,          /* module directives */
+    NGX_HTTP_MODULE,                       /* module type */
+    NULL,                                  /* init master */
+    NULL,                                  /* init module */
+    NULL,                                  /* init process */
+    NULL,                                  /* init thread */
+    NULL,                                  /* exit thread */
+    NULL,                                  /* exit process */
+    NULL,                                  /* exit master */
+    NGX_MODULE_V1_PADDING
+};
+
+
+static char *
+ngx_http_llm_router_model_block(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf)
+{
+    ngx_http_llm_router_main_conf_t *lmcf = conf;
+
+    char                         *rv;
+    u_char                       *p;
+    size_t                        len;
+    ngx_str_t                    *value;
+    ngx_conf_t                    save;
+    ngx_http_llm_router_model_t  *model;
+
+    value = cf->args->elts;
+
+    if (ngx_http_llm_router_find_model(lmcf, &value[1]) != NGX_ERROR) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "duplicate llm_router_model \"%V\"", &value[1]);
+        return NGX_CONF_ERROR;
+    }
+
+    model = ngx_array_push(&lmcf->models);
+    if (model == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    ngx_memzero(model, sizeof(ngx_http_llm_router_model_t));
+
+    model->name = value[1];
+    model->auth = NGX_HTTP_LLM_ROUTER_AUTH_BEARER;
+
+    save = *cf;
+    cf->handler = ngx_http_llm_router_model_option;
+    cf->handler_conf = model;
+
+    rv = ngx_conf_parse(cf, NULL);
+
+    *cf = save;
+
+    if (rv != NGX_CONF_OK) {
+        return rv;
+    }
+
+    if (model->url.len == 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "no \"url\" in llm_router_model \"%V\"",
+                           &model->name);
+        return NGX_CONF_ERROR;
+    }
+
+    if (model->key == NULL && model->auth != NGX_HTTP_LLM_ROUTER_AUTH_NONE) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "no \"key\" or \"key_file\" in llm_router_model "
+                           "\"%V\" (use \"auth none\" for a provider "
+                           "without credentials)", &model->name);
+        return NGX_CONF_ERROR;
+    }
+
+    if (model->upstream.len == 0) {
+        model->upstream = model->name;
+    }
+
+    /* the value written into request bodies, quoted once for all */
+
+    len = llmr_json_escape_size(model->upstream.data, model->upstream.len);
+
+    p = ngx_pnalloc(cf->pool, len + 2);
+    if (p == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    model->upstream_json.data = p;
+
+    *p++ = '"';
+    p = llmr_json_escape(p, model->upstream.data, model->upstream.len);
+    *p++ = '"';
+
+    model->upstream_json.len = p - model->upstream_json.data;
+
+    return NGX_CONF_OK;
+}
+
+
+static char *
+ngx_http_llm_router_model_option(ngx_conf_t *cf, ngx_command_t *dummy,
+    void *conf)
+{
+    ngx_http_llm_router_model_t *model = conf;
+
+    ngx_str_t                         *value, *name;
+    ngx_uint_t                         nargs;
+    ngx_http_compile_complex_value_t   ccv;
+
+    value = cf->args->elts;
+    name = &value[0];
+    nargs = cf->args->nelts - 1;
+
+    if (nargs != 1
+        && !(nargs == 2 && ngx_strcmp(name->data, "price") == 0))
+    {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid number of arguments in \"%V\" of "
+                           "llm_router_model \"%V\"", name, &model->name);
+        return NGX_CONF_ERROR;
+    }
+
+    if (ngx_strcmp(name->data, "url") == 0) {
+
+        if (ngx_strncmp(value[1].data, "http://", 7) != 0
+            && ngx_strncmp(value[1].data, "https://", 8) != 0)
+        {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "invalid \"url\" \"%V\" in llm_router_model "
+                               "\"%V\": http:// or https:// expected",
+                               &value[1], &model->name);
+            return NGX_CONF_ERROR;
+        }
+
+        model->url = value[1];
+        return NGX_CONF_OK;
+    }
+
+    if (ngx_strcmp(name->data, "model") == 0) {
+        model->upstream = value[1];
+        return NGX_CONF_OK;
+    }
+
+    if (ngx_strcmp(name->data, "auth") == 0) {
+
+        if (ngx_strcmp(value[1].data, "bearer") == 0) {
+            model->auth = NGX_HTTP_LLM_ROUTER_AUTH_BEARER;
+
+        } else if (ngx_strcmp(value[1].data, "x-api-key") == 0) {
+            model->auth = NGX_HTTP_LLM_ROUTER_AUTH_X_API_KEY;
+
+        } else if (ngx_strcmp(value[1].data, "api-key") == 0) {
+            model->auth = NGX_HTTP_LLM_ROUTER_AUTH_API_KEY;
+
+        } else if (ngx_strcmp(value[1].data, "none") == 0) {
+            model->auth = NGX_HTTP_LLM_ROUTER_AUTH_NONE;
+
+        } else {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "invalid \"auth\" \"%V\" in llm_router_model "
+                               "\"%V\": bearer, x-api-key, api-key or none "
+                               "expected", &value[1], &model->name);
+            return NGX_CONF_ERROR;
+        }
+
+        return NGX_CONF_OK;
+    }
+
+    if (ngx_strcmp(name->data, "key") == 0
+        || ngx_strcmp(name->data, "key_file") == 0)
+    {
+        if (model->key) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "duplicate key in llm_router_model \"%V\"",
+                               &model->name);
+            return NGX_CONF_ERROR;
+        }
+
+        if (name->len == sizeof("key_file") - 1) {
+            return ngx_http_llm_router_key_file(cf, model, &value[1]);
+        }
+
+        model->key = ngx_palloc(cf->pool, sizeof(ngx_http_complex_value_t));
+        if (model->key == NULL) {
+            return NGX_CONF_ERROR;
+        }
+
+        ngx_memzero(&ccv, sizeof(ngx_http_compile_complex_value_t));
+
+        ccv.cf = cf;
+        ccv.value = &value[1];
+        ccv.complex_value = model->key;
+
+        if (ngx_http_compile_complex_value(&ccv) != NGX_OK) {
+            return NGX_CONF_ERROR;
+        }
+
+        return NGX_CONF_OK;
+    }
+
+    if (ngx_strcmp(name->data, "price") == 0) {
+
+        if (nargs != 2
+            || llmr_price_parse(value[1].data, value[1].len, &model->price_in)
+               != LLMR_OK
+            || llmr_price_parse(value[2].data, value[2].len,
+                                &model->price_out)
+               != LLMR_OK)
+        {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "invalid \"price\" in llm_router_model "
+                               "\"%V\": two prices in USD per million tokens "
+                               "(input, output) expected, at most 1000 with "
+                               "6 decimals", &model->name);
+            return NGX_CONF_ERROR;
+        }
+
+        return NGX_CONF_OK;
+    }
+
+    if (ngx_strcmp(name->data, "context") == 0) {
+        model->context = ngx_atoi(value[1].data, value[1].len);
+
+        if (model->context == (ngx_uint_t) NGX_ERROR) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "invalid \"context\" \"%V\" in "
+                               "llm_router_model \"%V\"",
+                               &value[1], &model->name);
+            return NGX_CONF_ERROR;
+        }
+
+        return NGX_CONF_OK;
+    }
+
+    ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                       "unknown directive \"%V\" in llm_router_model \"%V\"",
+                       name, &model->name);
+
+    return NGX_CONF_ERROR;
+}
+
+
+/*
+ * The key is read once, by the master, so that workers need no access
+ * to the file and the key never sits in nginx.conf.
+ */
+
+static char *
+ngx_http_llm_router_key_file(ngx_conf_t *cf,
+    ngx_http_llm_router_model_t *model, ngx_str_t *name)
+{
+    u_char           *p, *last;
+    ssize_t           n;
+    ngx_str_t         path;
+    ngx_file_t        file;
+    ngx_file_info_t   fi;
+
+    path = *name;
+
+    if (ngx_conf_full_name(cf->cycle, &path, 1) != NGX_OK) {
+        return NGX_CONF_ERROR;
+    }
+
+    ngx_memzero(&file, sizeof(ngx_file_t));
+
+    file.name = path;
+    file.log = cf->log;
+
+    file.fd = ngx_open_file(path.data, NGX_FILE_RDONLY, NGX_FILE_OPEN, 0);
+
+    if (file.fd == NGX_INVALID_FILE) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, ngx_errno,
+                           "\"key_file\" of llm_router_model \"%V\": "
+                           ngx_open_file_n " \"%s\" failed",
+                           &model->name, path.data);
+        return NGX_CONF_ERROR;
+    }
+
+    n = NGX_ERROR;
+    p = NULL;
+
+    if (ngx_fd_info(file.fd, &fi) != NGX_FILE_ERROR
+        && ngx_file_size(&fi) <= NGX_HTTP_LLM_ROUTER_KEY_FILE_MAX)
+    {
+        p = ngx_pnalloc(cf->pool, ngx_file_size(&fi) + 1);
+
+        if (p) {
+            n = ngx_read_file(&file, p, ngx_file_size(&fi), 0);
+        }
+    }
+
+    if (ngx_close_file(file.fd) == NGX_FILE_ERROR) {
+        ngx_log_error(NGX_LOG_ALERT, cf->log, ngx_errno,
+                      ngx_close_file_n " \"%s\" failed", path.data);
+    }
+
+    if (p == NULL || n == NGX_ERROR) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"key_file\" of llm_router_model \"%V\": "
+                           "cannot read \"%s\" (at most %d bytes)",
+                           &model->name, path.data,
+                           NGX_HTTP_LLM_ROUTER_KEY_FILE_MAX);
+        return NGX_CONF_ERROR;
+    }
+
+    /* a trailing newline is not part of the key */
+
+    last = p + n;
+
+    while (last > p && (last[-1] == '\n' || last[-1] == '\r'
+                        || last[-1] == ' ' || last[-1] == '\t'))
+    {
+        last--;
+    }
+
+    while (p < last && (*p == ' ' || *p == '\t')) {
+        p++;
+    }
+
+    if (p == last) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"key_file\" of llm_router_model \"%V\": "
+                           "\"%s\" is empty", &model->name, path.data);
+        return NGX_CONF_ERROR;
+    }
+
+    model->key = ngx_pcalloc(cf->pool, sizeof(ngx_http_complex_value_t));
+    if (model->key == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    model->key->value.data = p;
+    model->key->value.len = last - p;
+
+    return NGX_CONF_OK;
+}
+
+
+static char *
+ngx_http_llm_router_keywords(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_llm_router_main_conf_t *lmcf = conf;
+
+    ngx_str_t                       *value, *phrase;
+    ngx_uint_t                       i, k;
+    ngx_http_llm_router_keywords_t  *list;
+
+    value = cf->args->elts;
+
+    list = lmcf->lists.elts;
+
+    for (i = 0; i < lmcf->lists.nelts; i++) {
+        if (list[i].name.len == value[1].len
+            && ngx_strncmp(list[i].name.data, value[1].data, value[1].len)
+               == 0)
+        {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "duplicate llm_router_keywords \"%V\"",
+                               &value[1]);
+            return NGX_CONF_ERROR;
+        }
+    }
+
+    if (lmcf->lists.nelts == LLMR_KEYWORDS_MAX) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "too many llm_router_keywords lists, "
+                           "at most %d", LLMR_KEYWORDS_MAX);
+        return NGX_CONF_ERROR;
+    }
+
+    list = ngx_array_push(&lmcf->lists);
+    if (list == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    list->name = value[1];
+
+    if (ngx_array_init(&list->phrases, cf->pool, cf->args->nelts - 2,
+                       sizeof(ngx_str_t))
+        != NGX_OK)
+    {
+        return NGX_CONF_ERROR;
+    }
+
+    for (i = 2; i < cf->args->nelts; i++) {
+
+        for (k = 0; k < value[i].len; k++) {
+            if (value[i].data[k] != ' ' && value[i].data[k] != '\t') {
+                break;
+            }
+        }
+
+        if (k == value[i].len) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "empty phrase in llm_router_keywords \"%V\"",
+                               &value[1]);
+            return NGX_CONF_ERROR;
+        }
+
+        phrase = ngx_array_push(&list->phrases);
+        if (phrase == NULL) {
+            return NGX_CONF_ERROR;
+        }
+
+        *phrase = value[i];
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+static char *
+ngx_http_llm_router_rule(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_llm_router_loc_conf_t *llcf = conf;
+
+    char                             err[LLMR_ERROR_MAX];
+    ngx_str_t                       *value;
+    ngx_uint_t                       i, n;
+    llmr_rule_t                     *rule;
+    llmr_cond_t                     *cond;
+    ngx_http_llm_router_rule_src_t  *src;
+
+    value = cf->args->elts;
+    n = cf->args->nelts;
+
+    if (n < 4) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid number of arguments in "
+                           "\"llm_router_rule\" directive: "
+                           "NAME CONDITION... MODEL expected");
+        return NGX_CONF_ERROR;
+    }
+
+    if (llcf->rules == NULL) {
+        llcf->rules = ngx_array_create(cf->pool, 4, sizeof(llmr_rule_t));
+        llcf->sources = ngx_array_create(cf->pool, 4,
+                                   sizeof(ngx_http_llm_router_rule_src_t));
+        if (llcf->rules == NULL || llcf->sources == NULL) {
+            return NGX_CONF_ERROR;
+        }
+    }
+
+    rule = llcf->rules->elts;
+
+    for (i = 0; i < llcf->rules->nelts; i++) {
+        if (rule[i].name.len == value[1].len
+            && ngx_strncmp(rule[i].name.data, value[1].data, value[1].len)
+               == 0)
+        {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "duplicate llm_router_rule \"%V\"",
+                               &value[1]);
+            return NGX_CONF_ERROR;
+        }
+    }
+
+    rule = ngx_array_push(llcf->rules);
+    src = ngx_array_push(llcf->sources);
+    cond = ngx_palloc(cf->pool, (n - 3) * sizeof(llmr_cond_t));
+
+    if (rule == NULL || src == NULL || cond == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    rule->name.data = value[1].data;
+    rule->name.len = value[1].len;
+    rule->conds = cond;
+    rule->nconds = n - 3;
+    rule->model = 0;
+
+    for (i = 2; i < n - 1; i++, cond++) {
+
+        if (llmr_cond_parse(cond, value[i].data, value[i].len, err,
+                            sizeof(err))
+            != LLMR_OK)
+        {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "invalid condition \"%V\" in "
+                               "\"llm_router_rule\": %s", &value[i], err);
+            return NGX_CONF_ERROR;
+        }
+
+        if (cond->type == LLMR_COND_EXTERNAL
+            && ngx_http_llm_router_var_cond(cf, llcf, cond) != NGX_CONF_OK)
+        {
+            return NGX_CONF_ERROR;
+        }
+    }
+
+    src->model = value[n - 1];
+    src->file = cf->conf_file->file.name.data;
+    src->line = cf->conf_file->line;
+
+    return NGX_CONF_OK;
+}
+
+
+/* "$name=value", "$name~regex" or "$name~*regex" */
+
+static char *
+ngx_http_llm_router_var_cond(ngx_conf_t *cf,
+    ngx_http_llm_router_loc_conf_t *llcf, llmr_cond_t *cond)
+{
+    u_char                          *p, *last;
+    ngx_str_t                        name, text;
+    ngx_http_llm_router_var_cond_t  *vc;
+#if (NGX_PCRE)
+    u_char                           errstr[NGX_MAX_CONF_ERRSTR];
+    ngx_regex_compile_t              rc;
+#endif
+
+    text.data = (u_char *) cond->name.data;
+    text.len = cond->name.len;
+
+    p = text.data + 1;
+    last = text.data + text.len;
+
+    while (p < last && (*p == '_' || (*p >= '0' && *p <= '9')
+                        || ((*p | 0x20) >= 'a' && (*p | 0x20) <= 'z')))
+    {
+        p++;
+    }
+
+    if (p == last || p == text.data + 1 || (*p != '=' && *p != '~')) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid condition \"%V\" in \"llm_router_rule\":"
+                           " $variable=value or $variable~regex expected",
+                           &text);
+        return NGX_CONF_ERROR;
+    }
+
+    if (llcf->vars == NULL) {
+        llcf->vars = ngx_array_create(cf->pool, 2,
+                                    sizeof(ngx_http_llm_router_var_cond_t));
+        if (llcf->vars == NULL) {
+            return NGX_CONF_ERROR;
+        }
+    }
+
+    cond->arg = llcf->vars->nelts;
+
+    vc = ngx_array_push(llcf->vars);
+    if (vc == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    ngx_memzero(vc, sizeof(ngx_http_llm_router_var_cond_t));
+
+    name.data = text.data + 1;
+    name.len = p - name.data;
+
+    vc->index = ngx_http_get_variable_index(cf, &name);
+    if (vc->index == NGX_ERROR) {
+        return NGX_CONF_ERROR;
+    }
+
+    if (*p++ == '=') {
+        vc->value.data = p;
+        vc->value.len = last - p;
+        return NGX_CONF_OK;
+    }
+
+#if (NGX_PCRE)
+    ngx_memzero(&rc, sizeof(ngx_regex_compile_t));
+
+    if (p < last && *p == '*') {
+        rc.options = NGX_REGEX_CASELESS;
+        p++;
+    }
+
+    rc.pattern.data = p;
+    rc.pattern.len = last - p;
+    rc.pool = cf->pool;
+    rc.err.len = NGX_MAX_CONF_ERRSTR;
+    rc.err.data = errstr;
+
+    vc->regex = ngx_http_regex_compile(cf, &rc);
+    if (vc->regex == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    return NGX_CONF_OK;
+
+#else
+    ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                       "using regex \"%V\" requires PCRE library", &text);
+    return NGX_CONF_ERROR;
+#endif
+}
+
+
+static char *
+ngx_http_llm_router_default(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_llm_router_loc_conf_t *llcf = conf;
+
+    ngx_str_t  *value;
+
+    if (llcf->default_name.data) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    llcf->default_name = value[1];
+    llcf->default_file = cf->conf_file->file.name.data;
+    llcf->default_line = cf->conf_file->line;
+
+    return NGX_CONF_OK;
+}
+
+
+static ngx_int_t
+ngx_http_llm_router_find_model(ngx_http_llm_router_main_conf_t *lmcf,
+    ngx_str_t *name)
+{
+    ngx_uint_t                    i;
+    ngx_http_llm_router_model_t  *model;
+
+    model = lmcf->models.elts;
+
+    for (i = 0; i < lmcf->models.nelts; i++) {
+        if (model[i].name.len == name->len
+            && ngx_strncmp(model[i].name.data, name->data, name->len) == 0)
+        {
+            return i;
+        }
+    }
+
+    return NGX_ERROR;
+}
+
+
+static ngx_int_t
+ngx_http_llm_router_preconfiguration(ngx_conf_t *cf)
+{
+    return ngx_http_llm_router_add_variables(cf);
+}
+
+
+static ngx_int_t
+ngx_http_llm_router_postconfiguration(ngx_conf_t *cf)
+{
+    ngx_http_handler_pt        *h;
+    ngx_http_core_main_conf_t  *cmcf;
+
+    cmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_core_module);
+
+    /* after access checks: a request that is not allowed is never read */
+
+    h = ngx_array_push(&cmcf->phases[NGX_HTTP_PRECONTENT_PHASE].handlers);
+    if (h == NULL) {
+        return NGX_ERROR;
+    }
+
+    *h = ngx_http_llm_router_handler;
+
+    if (ngx_http_llm_router_request_body_init(cf) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    return ngx_http_llm_router_filter_init(cf);
+}
+
+
+static void *
+ngx_http_llm_router_create_main_conf(ngx_conf_t *cf)
+{
+    ngx_http_llm_router_main_conf_t  *lmcf;
+
+    lmcf = ngx_pcalloc(cf->pool, sizeof(ngx_http_llm_router_main_conf_t));
+    if (lmcf == NULL) {
+        return NULL;
+    }
+
+    if (ngx_array_init(&lmcf->models, cf->pool, 4,
+                       sizeof(ngx_http_llm_router_model_t))
+        != NGX_OK
+        || ngx_array_init(&lmcf->lists, cf->pool, 4,
+                          sizeof(ngx_http_llm_router_keywords_t))
+           != NGX_OK)
+    {
+        return NULL;
+    }
+
+    return lmcf;
+}
+
+
+/*
+ * The whole http block has been read: the core gets its model table and
+ * its compiled keyword lists.
+ */
+
+static char *
+ngx_http_llm_router_init_main_conf(ngx_conf_t *cf, void *conf)
+{
+    ngx_http_llm_router_main_conf_t *lmcf = conf;
+
+    ngx_str_t                       *text;
+    ngx_uint_t                       i, k, n;
+    llmr_model_t                    *cm;
+    llmr_phrase_t                   *phrases;
+    ngx_http_llm_router_model_t     *model;
+    ngx_http_llm_router_keywords_t  *list;
+
+    model = lmcf->models.elts;
+
+    cm = ngx_pcalloc(cf->pool, (lmcf->models.nelts + 1) * sizeof(llmr_model_t));
+    if (cm == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    for (i = 0; i < lmcf->models.nelts; i++) {
+        cm[i].name.data = model[i].name.data;
+        cm[i].name.len = model[i].name.len;
+        cm[i].upstream.data = model[i].upstream.data;
+        cm[i].upstream.len = model[i].upstream.len;
+        cm[i].price_in = model[i].price_in;
+        cm[i].price_out = model[i].price_out;
+        cm[i].context = model[i].context;
+    }
+
+    lmcf->core_models = cm;
+
+    list = lmcf->lists.elts;
+    n = 0;
+
+    for (i = 0; i < lmcf->lists.nelts; i++) {
+        n += list[i].phrases.nelts;
+    }
+
+    phrases = ngx_pcalloc(cf->pool, (n + 1) * sizeof(llmr_phrase_t));
+    if (phrases == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    n = 0;
+
+    for (i = 0; i < lmcf->lists.nelts; i++) {
+        text = list[i].phrases.elts;
+
+        for (k = 0; k < list[i].phrases.nelts; k++) {
+            phrases[n].text = ngx_pnalloc(cf->pool, text[k].len);
+            if (phrases[n].text == NULL) {
+                return NGX_CONF_ERROR;
+            }
+
+            ngx_memcpy(phrases[n].text, text[k].data, text[k].len);
+            phrases[n].len = text[k].len;
+            phrases[n].list = i;
+            n++;
+        }
+    }
+
+    if (llmr_keywords_init(&lmcf->keywords, phrases, n, lmcf->lists.nelts)
+        != LLMR_OK)
+    {
+        return NGX_CONF_ERROR;
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+static void *
+ngx_http_llm_router_create_loc_conf(ngx_conf_t *cf)
+{
+    ngx_http_llm_router_loc_conf_t  *llcf;
+
+    llcf = ngx_pcalloc(cf->pool, sizeof(ngx_http_llm_router_loc_conf_t));
+    if (llcf == NULL) {
+        return NULL;
+    }
+
+    /*
+     * set by ngx_pcalloc():
+     *
+     *     llcf->rules = NULL;
+     *     llcf->sources = NULL;
+     *     llcf->vars = NULL;
+     *     llcf->default_name = { 0, NULL };
+     *     llcf->default_model = NULL;
+     */
+
+    llcf->enable = NGX_CONF_UNSET;
+    llcf->pin = NGX_CONF_UNSET;
+    llcf->history = NGX_CONF_UNSET;
+
+    return llcf;
+}
+
+
+static char *
+ngx_http_llm_router_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
+{
+    ngx_http_llm_router_loc_conf_t *prev = parent;
+    ngx_http_llm_router_loc_conf_t *conf = child;
+
+    ngx_conf_merge_value(conf->enable, prev->enable, 0);
+    ngx_conf_merge_value(conf->pin, prev->pin, 1);
+    ngx_conf_merge_value(conf->history, prev->history, 6);
+
+    /* like proxy_set_header: rules of a level replace the inherited ones */
+
+    if (conf->rules == NULL) {
+        conf->rules = prev->rules;
+        conf->sources = prev->sources;
+        conf->vars = prev->vars;
+    }
+
+    if (conf->default_name.data == NULL) {
+        conf->default_name = prev->default_name;
+        conf->default_file = prev->default_file;
+        conf->default_line = prev->default_line;
+    }
+
+    if (ngx_http_llm_router_resolve(cf, conf) != NGX_OK) {
+        return NGX_CONF_ERROR;
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+/*
+ * Models and keyword lists may be declared anywhere in the http block,
+ * so names are resolved here, once everything has been read; errors
+ * point at the line that used the name.
+ */
+
+static ngx_int_t
+ngx_http_llm_router_resolve(ngx_conf_t *cf,
+    ngx_http_llm_router_loc_conf_t *conf)
+{
+    ngx_int_t                         m;
+    ngx_uint_t                        i, k, l;
+    llmr_rule_t                      *rule;
+    llmr_cond_t                      *cond;
+    ngx_http_llm_router_model_t      *model;
+    ngx_http_llm_router_keywords_t   *list;
+    ngx_http_llm_router_rule_src_t   *src;
+    ngx_http_llm_router_main_conf_t  *lmcf;
+
+    lmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_llm_router_module);
+
+    model = lmcf->models.elts;
+    list = lmcf->lists.elts;
+
+    if (conf->default_name.data) {
+        m = ngx_http_llm_router_find_model(lmcf, &conf->default_name);
+
+        if (m == NGX_ERROR) {
+            ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
+                          "unknown model \"%V\" in \"llm_router_default\" "
+                          "in %s:%ui", &conf->default_name,
+                          conf->default_file, conf->default_line);
+            return NGX_ERROR;
+        }
+
+        conf->default_model = &model[m];
+    }
+
+    if (conf->rules == NULL) {
+        return NGX_OK;
+    }
+
+    rule = conf->rules->elts;
+    src = conf->sources->elts;
+
+    for (i = 0; i < conf->rules->nelts; i++) {
+
+        m = ngx_http_llm_router_find_model(lmcf, &src[i].model);
+
+        if (m == NGX_ERROR) {
+            ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
+                          "unknown model \"%V\" in \"llm_router_rule\" "
+                          "in %s:%ui", &src[i].model, src[i].file,
+                          src[i].line);
+            return NGX_ERROR;
+        }
+
+        rule[i].model = m;
+
+        for (k = 0; k < rule[i].nconds; k++) {
+            cond = &rule[i].conds[k];
+
+            if (cond->type != LLMR_COND_KEYWORDS) {
+                continue;
+            }
+
+            for (l = 0; l < lmcf->lists.nelts; l++) {
+                if (list[l].name.len == cond->name.len
+                    && ngx_strncmp(list[l].name.data, cond->name.data,
+                                   cond->name.len)
+                       == 0)
+                {
+                    break;
+                }
+            }
+
+            if (l == lmcf->lists.nelts) {
+                ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
+                              "unknown keywords list \"%*s\" in "
+                              "\"llm_router_rule\" in %s:%ui",
+                              cond->name.len, cond->name.data,
+                              src[i].file, src[i].line);
+                return NGX_ERROR;
+            }
+
+            cond->arg = l;
+        }
+    }
+
+    return NGX_OK;
+}

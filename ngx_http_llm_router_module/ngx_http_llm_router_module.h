@@ -1,0 +1,120 @@
+
+/*
+ * Copyright (C) the ngx_http_llm_router_module authors
+ */
+
+
+#ifndef _NGX_HTTP_LLM_ROUTER_MODULE_H_INCLUDED_
+#define _NGX_HTTP_LLM_ROUTER_MODULE_H_INCLUDED_
+
+
+#include <ngx_config.h>
+#include <ngx_core.h>
+#include <ngx_http.h>
+
+#include "llmr.h"
+
+
+#define NGX_HTTP_LLM_ROUTER_AUTH_NONE      0
+#define NGX_HTTP_LLM_ROUTER_AUTH_BEARER    1
+#define NGX_HTTP_LLM_ROUTER_AUTH_X_API_KEY 2
+#define NGX_HTTP_LLM_ROUTER_AUTH_API_KEY   3
+
+
+typedef struct {
+    ngx_str_t                      name;
+    ngx_str_t                      url;
+    ngx_str_t                      upstream;      /* the body's "model" */
+    ngx_str_t                      upstream_json; /* as a JSON string */
+    ngx_uint_t                     auth;
+    ngx_http_complex_value_t      *key;
+    uint64_t                       price_in;
+    uint64_t                       price_out;
+    ngx_uint_t                     context;
+} ngx_http_llm_router_model_t;
+
+
+typedef struct {
+    ngx_str_t                      name;
+    ngx_array_t                    phrases;       /* ngx_str_t */
+} ngx_http_llm_router_keywords_t;
+
+
+typedef struct {
+    ngx_array_t                    models;    /* ngx_http_llm_router_model_t */
+    ngx_array_t                    lists;  /* ngx_http_llm_router_keywords_t */
+
+    llmr_model_t                  *core_models;
+    llmr_keywords_t                keywords;
+} ngx_http_llm_router_main_conf_t;
+
+
+/* a rule condition on a variable: "$var=value" or "$var~regex" */
+
+typedef struct {
+    ngx_int_t                      index;
+    ngx_str_t                      value;
+#if (NGX_PCRE)
+    ngx_http_regex_t              *regex;
+#endif
+} ngx_http_llm_router_var_cond_t;
+
+
+/* what the configuration named, resolved once all models are known */
+
+typedef struct {
+    ngx_str_t                      model;
+    u_char                        *file;
+    ngx_uint_t                     line;
+} ngx_http_llm_router_rule_src_t;
+
+
+typedef struct {
+    ngx_array_t                   *rules;         /* llmr_rule_t */
+    ngx_array_t                   *sources;  /* ngx_http_llm_router_rule_src_t */
+    ngx_array_t                   *vars;   /* ngx_http_llm_router_var_cond_t */
+
+    ngx_str_t                      default_name;
+    u_char                        *default_file;
+    ngx_uint_t                     default_line;
+    ngx_http_llm_router_model_t   *default_model;
+
+    ngx_flag_t                     enable;
+    ngx_flag_t                     pin;
+    ngx_int_t                      history;
+} ngx_http_llm_router_loc_conf_t;
+
+
+typedef struct {
+    llmr_request_t                 request;
+    llmr_usage_t                   usage;
+
+    ngx_http_llm_router_model_t   *model;
+    ngx_str_t                      rule;
+
+    /* the phase handler's answer once the body is read */
+    ngx_int_t                      status;
+    ngx_str_t                      error;
+    ngx_buf_t                     *error_buf;
+
+    unsigned                       parsing:1;
+    unsigned                       routed:1;
+    unsigned                       scan_usage:1;
+    unsigned                       json_error:1;
+    unsigned                       json_error_sent:1;
+} ngx_http_llm_router_ctx_t;
+
+
+ngx_int_t ngx_http_llm_router_handler(ngx_http_request_t *r);
+ngx_int_t ngx_http_llm_router_request_body_init(ngx_conf_t *cf);
+ngx_int_t ngx_http_llm_router_filter_init(ngx_conf_t *cf);
+ngx_int_t ngx_http_llm_router_add_variables(ngx_conf_t *cf);
+
+ngx_http_llm_router_ctx_t *ngx_http_llm_router_create_ctx(
+    ngx_http_request_t *r);
+
+
+extern ngx_module_t  ngx_http_llm_router_module;
+
+
+#endif /* _NGX_HTTP_LLM_ROUTER_MODULE_H_INCLUDED_ */

@@ -1,0 +1,380 @@
+
+/*
+ * Copyright (C) the ngx_http_llm_router_module authors
+ *
+ * Embedded variables, and $llm_router_log: one JSON record a request.
+ */
+
+
+#include "ngx_http_llm_router_module.h"
+
+
+typedef struct {
+    uint64_t                   prompt;
+    uint64_t                   completion;
+    uint64_t                   cost;
+    ngx_str_t                  source;
+} ngx_http_llm_router_account_t;
+
+
+static ngx_int_t ngx_http_llm_router_model_variable(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v, uintptr_t data);
+static ngx_int_t ngx_http_llm_router_rule_variable(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v, uintptr_t data);
+static ngx_int_t ngx_http_llm_router_est_tokens_variable(
+    ngx_http_request_t *r, ngx_http_variable_value_t *v, uintptr_t data);
+static ngx_int_t ngx_http_llm_router_cost_variable(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v, uintptr_t data);
+static ngx_int_t ngx_http_llm_router_log_variable(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v, uintptr_t data);
+static ngx_http_llm_router_ctx_t *ngx_http_llm_router_routed(
+    ngx_http_request_t *r);
+static void ngx_http_llm_router_account(ngx_http_request_t *r,
+    ngx_http_llm_router_ctx_t *ctx, ngx_http_llm_router_account_t *a);
+static size_t ngx_http_llm_router_json_size(ngx_str_t *s);
+static u_char *ngx_http_llm_router_json(u_char *p, ngx_str_t *s);
+
+
+static ngx_http_variable_t  ngx_http_llm_router_vars[] = {
+
+    { ngx_string("llm_router_model"), NULL,
+      ngx_http_llm_router_model_variable,
+      offsetof(ngx_http_llm_router_model_t, name),
+      NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
+    { ngx_string("llm_router_upstream_model"), NULL,
+      ngx_http_llm_router_model_variable,
+      offsetof(ngx_http_llm_router_model_t, upstream),
+      NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
+    { ngx_string("llm_router_url"), NULL,
+      ngx_http_llm_router_model_variable,
+      offsetof(ngx_http_llm_router_model_t, url),
+      NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
+    { ngx_string("llm_router_rule"), NULL,
+      ngx_http_llm_router_rule_variable, 0,
+      NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
+    { ngx_string("llm_router_est_tokens"), NULL,
+      ngx_http_llm_router_est_tokens_variable, 0,
+      NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
+    { ngx_string("llm_router_cost"), NULL,
+      ngx_http_llm_router_cost_variable, 0,
+      NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
+    { ngx_string("llm_router_log"), NULL,
+      ngx_http_llm_router_log_variable, 0,
+      NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
+      ngx_http_null_variable
+};
+
+
+ngx_int_t
+ngx_http_llm_router_add_variables(ngx_conf_t *cf)
+{
+    ngx_http_variable_t  *var, *v;
+
+    for (v = ngx_http_llm_router_vars; v->name.len; v++) {
+        var = ngx_http_add_variable(cf, &v->name, v->flags);
+        if (var == NULL) {
+            return NGX_ERROR;
+        }
+
+        var->get_handler = v->get_handler;
+        var->data = v->data;
+    }
+
+    return NGX_OK;
+}
+
+
+static ngx_http_llm_router_ctx_t *
+ngx_http_llm_router_routed(ngx_http_request_t *r)
+{
+    ngx_http_llm_router_ctx_t  *ctx;
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_llm_router_module);
+
+    return (ctx && ctx->routed) ? ctx : NULL;
+}
+
+
+static ngx_int_t
+ngx_http_llm_router_model_variable(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v, uintptr_t data)
+{
+    ngx_str_t                  *s;
+    ngx_http_llm_router_ctx_t  *ctx;
+
+    ctx = ngx_http_llm_router_routed(r);
+
+    if (ctx == NULL) {
+        v->not_found = 1;
+        return NGX_OK;
+    }
+
+    s = (ngx_str_t *) ((char *) ctx->model + data);
+
+    v->len = s->len;
+    v->data = s->data;
+    v->valid = 1;
+    v->no_cacheable = 0;
+    v->not_found = 0;
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_llm_router_rule_variable(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v, uintptr_t data)
+{
+    ngx_http_llm_router_ctx_t  *ctx;
+
+    ctx = ngx_http_llm_router_routed(r);
+
+    if (ctx == NULL) {
+        v->not_found = 1;
+        return NGX_OK;
+    }
+
+    v->len = ctx->rule.len;
+    v->data = ctx->rule.data;
+    v->valid = 1;
+    v->no_cacheable = 0;
+    v->not_found = 0;
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_llm_router_est_tokens_variable(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v, uintptr_t data)
+{
+    u_char                     *p;
+    ngx_http_llm_router_ctx_t  *ctx;
+
+    ctx = ngx_http_llm_router_routed(r);
+
+    if (ctx == NULL) {
+        v->not_found = 1;
+        return NGX_OK;
+    }
+
+    p = ngx_pnalloc(r->pool, NGX_INT32_LEN);
+    if (p == NULL) {
+        return NGX_ERROR;
+    }
+
+    v->len = ngx_sprintf(p, "%uD", ctx->request.f.est_tokens) - p;
+    v->data = p;
+    v->valid = 1;
+    v->no_cacheable = 0;
+    v->not_found = 0;
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_llm_router_cost_variable(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v, uintptr_t data)
+{
+    u_char                         *p;
+    ngx_http_llm_router_ctx_t      *ctx;
+    ngx_http_llm_router_account_t   a;
+
+    ctx = ngx_http_llm_router_routed(r);
+
+    if (ctx == NULL) {
+        v->not_found = 1;
+        return NGX_OK;
+    }
+
+    p = ngx_pnalloc(r->pool, LLMR_USD_MAX);
+    if (p == NULL) {
+        return NGX_ERROR;
+    }
+
+    ngx_http_llm_router_account(r, ctx, &a);
+
+    v->len = llmr_usd_format(p, a.cost);
+    v->data = p;
+    v->valid = 1;
+    v->no_cacheable = 0;
+    v->not_found = 0;
+
+    return NGX_OK;
+}
+
+
+/*
+ * Tokens come from the provider's usage when it sent one; otherwise the
+ * prompt is estimated from the request and the completion from the text
+ * of the answer.  A failed answer costs nothing.
+ */
+
+static void
+ngx_http_llm_router_account(ngx_http_request_t *r,
+    ngx_http_llm_router_ctx_t *ctx, ngx_http_llm_router_account_t *a)
+{
+    ngx_http_llm_router_model_t      *models;
+    ngx_http_llm_router_main_conf_t  *lmcf;
+
+    ngx_memzero(a, sizeof(ngx_http_llm_router_account_t));
+    ngx_str_set(&a->source, "none");
+
+    if (ctx == NULL || !ctx->routed || !ctx->scan_usage) {
+        return;
+    }
+
+    if (ctx->usage.prompt_tokens >= 0) {
+        a->prompt = ctx->usage.prompt_tokens;
+        a->completion = ctx->usage.completion_tokens;
+        ngx_str_set(&a->source, "response");
+
+    } else {
+        a->prompt = ctx->request.f.prompt_tokens;
+        a->completion = llmr_usage_content_tokens(&ctx->usage);
+        ngx_str_set(&a->source, "estimate");
+    }
+
+    lmcf = ngx_http_get_module_main_conf(r, ngx_http_llm_router_module);
+    models = lmcf->models.elts;
+
+    a->cost = llmr_cost(&lmcf->core_models[ctx->model - models],
+                        a->prompt, a->completion);
+}
+
+
+#define NGX_HTTP_LLM_ROUTER_LOG_FIELDS                                        \
+    "{\"model\":,\"upstream_model\":,\"rule\":,\"stream\":false,"             \
+    "\"messages\":,\"est_tokens\":,\"prompt_tokens\":,"                       \
+    "\"completion_tokens\":,\"usage_source\":\"\",\"cost_usd\":,"             \
+    "\"status\":,\"latency_ms\":,\"error\":}"
+
+
+static ngx_int_t
+ngx_http_llm_router_log_variable(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v, uintptr_t data)
+{
+    u_char                          *p, *start;
+    size_t                           len;
+    ngx_str_t                        none, *model, *upstream, *rule;
+    ngx_msec_int_t                   ms;
+    ngx_time_t                      *tp;
+    ngx_uint_t                       status;
+    llmr_features_t                 *f;
+    ngx_http_llm_router_ctx_t       *ctx;
+    ngx_http_llm_router_account_t    a;
+    ngx_http_llm_router_loc_conf_t  *llcf;
+    static llmr_features_t           nothing;
+
+    llcf = ngx_http_get_module_loc_conf(r, ngx_http_llm_router_module);
+    ctx = ngx_http_get_module_ctx(r, ngx_http_llm_router_module);
+
+    if (!llcf->enable && ctx == NULL) {
+        v->not_found = 1;
+        return NGX_OK;
+    }
+
+    ngx_str_null(&none);
+
+    model = &none;
+    upstream = &none;
+    rule = &none;
+    f = &nothing;
+
+    if (ctx && ctx->routed) {
+        model = &ctx->model->name;
+        upstream = &ctx->model->upstream;
+        rule = &ctx->rule;
+        f = &ctx->request.f;
+    }
+
+    ngx_http_llm_router_account(r, ctx, &a);
+
+    status = r->err_status ? r->err_status : r->headers_out.status;
+
+    tp = ngx_timeofday();
+    ms = (ngx_msec_int_t) ((tp->sec - r->start_sec) * 1000
+                           + (tp->msec - r->start_msec));
+    ms = ngx_max(ms, 0);
+
+    len = sizeof(NGX_HTTP_LLM_ROUTER_LOG_FIELDS) - 1
+          + ngx_http_llm_router_json_size(model)
+          + ngx_http_llm_router_json_size(upstream)
+          + ngx_http_llm_router_json_size(rule)
+          + (ctx ? ngx_http_llm_router_json_size(&ctx->error) : 0)
+          + 6 * NGX_INT64_LEN + LLMR_USD_MAX + a.source.len + NGX_TIME_T_LEN;
+
+    start = ngx_pnalloc(r->pool, len);
+    if (start == NULL) {
+        return NGX_ERROR;
+    }
+
+    p = ngx_cpymem(start, "{\"model\":", sizeof("{\"model\":") - 1);
+    p = ngx_http_llm_router_json(p, model);
+    p = ngx_cpymem(p, ",\"upstream_model\":",
+                   sizeof(",\"upstream_model\":") - 1);
+    p = ngx_http_llm_router_json(p, upstream);
+    p = ngx_cpymem(p, ",\"rule\":", sizeof(",\"rule\":") - 1);
+    p = ngx_http_llm_router_json(p, rule);
+
+    p = ngx_sprintf(p, ",\"stream\":%s,\"messages\":%uD,\"est_tokens\":%uD,"
+                    "\"prompt_tokens\":%uL,\"completion_tokens\":%uL,"
+                    "\"usage_source\":\"%V\",\"cost_usd\":",
+                    f->stream ? "true" : "false", f->messages, f->est_tokens,
+                    a.prompt, a.completion, &a.source);
+
+    p += llmr_usd_format(p, a.cost);
+
+    p = ngx_sprintf(p, ",\"status\":%ui,\"latency_ms\":%M", status, ms);
+
+    if (ctx && ctx->error.len) {
+        p = ngx_cpymem(p, ",\"error\":", sizeof(",\"error\":") - 1);
+        p = ngx_http_llm_router_json(p, &ctx->error);
+    }
+
+    *p++ = '}';
+
+    v->len = p - start;
+    v->data = start;
+    v->valid = 1;
+    v->no_cacheable = 0;
+    v->not_found = 0;
+
+    return NGX_OK;
+}
+
+
+static size_t
+ngx_http_llm_router_json_size(ngx_str_t *s)
+{
+    if (s->data == NULL) {
+        return sizeof("null") - 1;
+    }
+
+    return llmr_json_escape_size(s->data, s->len) + 2;
+}
+
+
+/* a JSON string, or null for a value that does not exist */
+
+static u_char *
+ngx_http_llm_router_json(u_char *p, ngx_str_t *s)
+{
+    if (s->data == NULL) {
+        return ngx_cpymem(p, "null", sizeof("null") - 1);
+    }
+
+    *p++ = '"';
+    p = llmr_json_escape(p, s->data, s->len);
+    *p++ = '"';
+
+    return p;
+}
