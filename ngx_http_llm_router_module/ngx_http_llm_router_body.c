@@ -558,7 +558,8 @@ ngx_http_llm_router_append(ngx_pool_t *pool, ngx_chain_t ***last,
  * The provider's key is set here, whatever the client sent, so that a
  * client key never reaches a provider and no location can forget one.
  * The header list is rebuilt without the client's credentials; the old
- * elements stay where they are, so pointers into them remain valid.
+ * elements stay where they are, so that the pointers nginx keeps into
+ * them (r->headers_in.host and the like) remain valid.
  */
 
 static ngx_int_t
@@ -567,7 +568,7 @@ ngx_http_llm_router_credentials(ngx_http_request_t *r,
 {
     u_char                       *p;
     ngx_str_t                     key, *name;
-    ngx_uint_t                    i, n, drop;
+    ngx_uint_t                    i;
     ngx_list_t                    old;
     ngx_list_part_t              *part;
     ngx_table_elt_t              *h, *e;
@@ -591,9 +592,16 @@ ngx_http_llm_router_credentials(ngx_http_request_t *r,
         }
     }
 
-    n = 0;
-    drop = 0;
-    part = &r->headers_in.headers.part;
+    old = r->headers_in.headers;
+
+    if (ngx_list_init(&r->headers_in.headers, r->pool, old.nalloc,
+                      sizeof(ngx_table_elt_t))
+        != NGX_OK)
+    {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    part = &old.part;
     h = part->elts;
 
     for (i = 0; /* void */ ; i++) {
@@ -608,49 +616,19 @@ ngx_http_llm_router_credentials(ngx_http_request_t *r,
             i = 0;
         }
 
-        n++;
-        drop += ngx_http_llm_router_client_header(&h[i]);
-    }
+        if (ngx_http_llm_router_client_header(&h[i])) {
+            continue;
+        }
 
-    if (drop) {
-        old = r->headers_in.headers;
-
-        if (ngx_list_init(&r->headers_in.headers, r->pool, n - drop + 1,
-                          sizeof(ngx_table_elt_t))
-            != NGX_OK)
-        {
+        e = ngx_list_push(&r->headers_in.headers);
+        if (e == NULL) {
             return NGX_HTTP_INTERNAL_SERVER_ERROR;
         }
 
-        part = &old.part;
-        h = part->elts;
-
-        for (i = 0; /* void */ ; i++) {
-
-            if (i >= part->nelts) {
-                if (part->next == NULL) {
-                    break;
-                }
-
-                part = part->next;
-                h = part->elts;
-                i = 0;
-            }
-
-            if (ngx_http_llm_router_client_header(&h[i])) {
-                continue;
-            }
-
-            e = ngx_list_push(&r->headers_in.headers);
-            if (e == NULL) {
-                return NGX_HTTP_INTERNAL_SERVER_ERROR;
-            }
-
-            *e = h[i];
-        }
-
-        r->headers_in.authorization = NULL;
+        *e = h[i];
     }
+
+    r->headers_in.authorization = NULL;
 
     if (model->auth == NGX_HTTP_LLM_ROUTER_AUTH_NONE) {
         return NGX_OK;

@@ -119,6 +119,7 @@ ngx_http_llm_router_json_error(ngx_http_request_t *r,
 {
     u_char                        *p;
     size_t                         len;
+    ngx_str_t                      type;
     ngx_buf_t                     *b;
     ngx_http_llm_router_status_t  *s;
 
@@ -132,9 +133,16 @@ ngx_http_llm_router_json_error(ngx_http_request_t *r,
         ctx->error = s->message;
     }
 
-    len = sizeof("{\"error\":{\"message\":\"\",\"type\":\"invalid_request_error\","
+    if (r->err_status >= NGX_HTTP_INTERNAL_SERVER_ERROR) {
+        ngx_str_set(&type, "server_error");
+
+    } else {
+        ngx_str_set(&type, "invalid_request_error");
+    }
+
+    len = sizeof("{\"error\":{\"message\":\"\",\"type\":\"\","
                  "\"param\":null,\"code\":null}}\n") - 1
-          + llmr_json_escape_size(ctx->error.data, ctx->error.len);
+          + llmr_json_escape_size(ctx->error.data, ctx->error.len) + type.len;
 
     b = ngx_create_temp_buf(r->pool, len);
     if (b == NULL) {
@@ -144,18 +152,8 @@ ngx_http_llm_router_json_error(ngx_http_request_t *r,
     p = ngx_cpymem(b->pos, "{\"error\":{\"message\":\"",
                    sizeof("{\"error\":{\"message\":\"") - 1);
     p = llmr_json_escape(p, ctx->error.data, ctx->error.len);
-
-    if (r->err_status >= NGX_HTTP_INTERNAL_SERVER_ERROR) {
-        p = ngx_cpymem(p, "\",\"type\":\"server_error\"",
-                       sizeof("\",\"type\":\"server_error\"") - 1);
-
-    } else {
-        p = ngx_cpymem(p, "\",\"type\":\"invalid_request_error\"",
-                       sizeof("\",\"type\":\"invalid_request_error\"") - 1);
-    }
-
-    p = ngx_cpymem(p, ",\"param\":null,\"code\":null}}\n",
-                   sizeof(",\"param\":null,\"code\":null}}\n") - 1);
+    p = ngx_sprintf(p, "\",\"type\":\"%V\",\"param\":null,\"code\":null}}\n",
+                    &type);
 
     b->last = p;
     b->last_buf = 1;

@@ -26,8 +26,7 @@ static char *ngx_http_llm_router_var_cond(ngx_conf_t *cf,
     ngx_http_llm_router_loc_conf_t *llcf, llmr_cond_t *cond);
 static char *ngx_http_llm_router_default(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
-static ngx_int_t ngx_http_llm_router_find_model(
-    ngx_http_llm_router_main_conf_t *lmcf, ngx_str_t *name);
+static ngx_int_t ngx_http_llm_router_find(ngx_array_t *a, ngx_str_t *name);
 static ngx_int_t ngx_http_llm_router_resolve(ngx_conf_t *cf,
     ngx_http_llm_router_loc_conf_t *conf);
 
@@ -146,7 +145,7 @@ ngx_http_llm_router_model_block(ngx_conf_t *cf, ngx_command_t *cmd,
 
     value = cf->args->elts;
 
-    if (ngx_http_llm_router_find_model(lmcf, &value[1]) != NGX_ERROR) {
+    if (ngx_http_llm_router_find(&lmcf->models, &value[1]) != NGX_ERROR) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                            "duplicate llm_router_model \"%V\"", &value[1]);
         return NGX_CONF_ERROR;
@@ -464,18 +463,11 @@ ngx_http_llm_router_keywords(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
     value = cf->args->elts;
 
-    list = lmcf->lists.elts;
-
-    for (i = 0; i < lmcf->lists.nelts; i++) {
-        if (list[i].name.len == value[1].len
-            && ngx_strncmp(list[i].name.data, value[1].data, value[1].len)
-               == 0)
-        {
-            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                               "duplicate llm_router_keywords \"%V\"",
-                               &value[1]);
-            return NGX_CONF_ERROR;
-        }
+    if (ngx_http_llm_router_find(&lmcf->lists, &value[1]) != NGX_ERROR) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "duplicate llm_router_keywords \"%V\"",
+                           &value[1]);
+        return NGX_CONF_ERROR;
     }
 
     if (lmcf->lists.nelts == LLMR_KEYWORDS_MAX) {
@@ -728,18 +720,22 @@ ngx_http_llm_router_default(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 }
 
 
+/* models and keyword lists alike start with their name */
+
 static ngx_int_t
-ngx_http_llm_router_find_model(ngx_http_llm_router_main_conf_t *lmcf,
-    ngx_str_t *name)
+ngx_http_llm_router_find(ngx_array_t *a, ngx_str_t *name)
 {
-    ngx_uint_t                    i;
-    ngx_http_llm_router_model_t  *model;
+    u_char      *elt;
+    ngx_str_t   *s;
+    ngx_uint_t   i;
 
-    model = lmcf->models.elts;
+    elt = a->elts;
 
-    for (i = 0; i < lmcf->models.nelts; i++) {
-        if (model[i].name.len == name->len
-            && ngx_strncmp(model[i].name.data, name->data, name->len) == 0)
+    for (i = 0; i < a->nelts; i++, elt += a->size) {
+        s = (ngx_str_t *) elt;
+
+        if (s->len == name->len
+            && ngx_strncmp(s->data, name->data, name->len) == 0)
         {
             return i;
         }
@@ -951,22 +947,21 @@ static ngx_int_t
 ngx_http_llm_router_resolve(ngx_conf_t *cf,
     ngx_http_llm_router_loc_conf_t *conf)
 {
-    ngx_int_t                         m;
-    ngx_uint_t                        i, k, l;
+    ngx_int_t                         m, l;
+    ngx_str_t                         name;
+    ngx_uint_t                        i, k;
     llmr_rule_t                      *rule;
     llmr_cond_t                      *cond;
     ngx_http_llm_router_model_t      *model;
-    ngx_http_llm_router_keywords_t   *list;
     ngx_http_llm_router_rule_src_t   *src;
     ngx_http_llm_router_main_conf_t  *lmcf;
 
     lmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_llm_router_module);
 
     model = lmcf->models.elts;
-    list = lmcf->lists.elts;
 
     if (conf->default_name.data) {
-        m = ngx_http_llm_router_find_model(lmcf, &conf->default_name);
+        m = ngx_http_llm_router_find(&lmcf->models, &conf->default_name);
 
         if (m == NGX_ERROR) {
             ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
@@ -988,7 +983,7 @@ ngx_http_llm_router_resolve(ngx_conf_t *cf,
 
     for (i = 0; i < conf->rules->nelts; i++) {
 
-        m = ngx_http_llm_router_find_model(lmcf, &src[i].model);
+        m = ngx_http_llm_router_find(&lmcf->models, &src[i].model);
 
         if (m == NGX_ERROR) {
             ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
@@ -1007,22 +1002,16 @@ ngx_http_llm_router_resolve(ngx_conf_t *cf,
                 continue;
             }
 
-            for (l = 0; l < lmcf->lists.nelts; l++) {
-                if (list[l].name.len == cond->name.len
-                    && ngx_strncmp(list[l].name.data, cond->name.data,
-                                   cond->name.len)
-                       == 0)
-                {
-                    break;
-                }
-            }
+            name.data = (u_char *) cond->name.data;
+            name.len = cond->name.len;
 
-            if (l == lmcf->lists.nelts) {
+            l = ngx_http_llm_router_find(&lmcf->lists, &name);
+
+            if (l == NGX_ERROR) {
                 ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
-                              "unknown keywords list \"%*s\" in "
+                              "unknown keywords list \"%V\" in "
                               "\"llm_router_rule\" in %s:%ui",
-                              cond->name.len, cond->name.data,
-                              src[i].file, src[i].line);
+                              &name, src[i].file, src[i].line);
                 return NGX_ERROR;
             }
 

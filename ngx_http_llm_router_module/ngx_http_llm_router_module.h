@@ -21,6 +21,8 @@
 #define NGX_HTTP_LLM_ROUTER_AUTH_API_KEY   3
 
 
+/* models and keyword lists start with their name, for lookups by name */
+
 typedef struct {
     ngx_str_t                      name;
     ngx_str_t                      url;
@@ -70,8 +72,9 @@ typedef struct {
 
 
 typedef struct {
-    ngx_array_t                   *rules;         /* llmr_rule_t */
-    ngx_array_t                   *sources;  /* ngx_http_llm_router_rule_src_t */
+    /* llmr_rule_t, and where each came from: rule_src_t */
+    ngx_array_t                   *rules;
+    ngx_array_t                   *sources;
     ngx_array_t                   *vars;   /* ngx_http_llm_router_var_cond_t */
 
     ngx_str_t                      default_name;

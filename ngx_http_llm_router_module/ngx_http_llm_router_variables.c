@@ -28,7 +28,9 @@ static ngx_int_t ngx_http_llm_router_cost_variable(ngx_http_request_t *r,
 static ngx_int_t ngx_http_llm_router_log_variable(ngx_http_request_t *r,
     ngx_http_variable_value_t *v, uintptr_t data);
 static ngx_http_llm_router_ctx_t *ngx_http_llm_router_routed(
-    ngx_http_request_t *r);
+    ngx_http_request_t *r, ngx_http_variable_value_t *v);
+static void ngx_http_llm_router_value(ngx_http_variable_value_t *v,
+    u_char *data, size_t len);
 static void ngx_http_llm_router_account(ngx_http_request_t *r,
     ngx_http_llm_router_ctx_t *ctx, ngx_http_llm_router_account_t *a);
 static size_t ngx_http_llm_router_json_size(ngx_str_t *s);
@@ -91,14 +93,34 @@ ngx_http_llm_router_add_variables(ngx_conf_t *cf)
 }
 
 
+/* the context of a routed request; for others the variable is not found */
+
 static ngx_http_llm_router_ctx_t *
-ngx_http_llm_router_routed(ngx_http_request_t *r)
+ngx_http_llm_router_routed(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v)
 {
     ngx_http_llm_router_ctx_t  *ctx;
 
     ctx = ngx_http_get_module_ctx(r, ngx_http_llm_router_module);
 
-    return (ctx && ctx->routed) ? ctx : NULL;
+    if (ctx == NULL || !ctx->routed) {
+        v->not_found = 1;
+        return NULL;
+    }
+
+    return ctx;
+}
+
+
+static void
+ngx_http_llm_router_value(ngx_http_variable_value_t *v, u_char *data,
+    size_t len)
+{
+    v->len = len;
+    v->data = data;
+    v->valid = 1;
+    v->no_cacheable = 0;
+    v->not_found = 0;
 }
 
 
@@ -109,20 +131,14 @@ ngx_http_llm_router_model_variable(ngx_http_request_t *r,
     ngx_str_t                  *s;
     ngx_http_llm_router_ctx_t  *ctx;
 
-    ctx = ngx_http_llm_router_routed(r);
-
+    ctx = ngx_http_llm_router_routed(r, v);
     if (ctx == NULL) {
-        v->not_found = 1;
         return NGX_OK;
     }
 
     s = (ngx_str_t *) ((char *) ctx->model + data);
 
-    v->len = s->len;
-    v->data = s->data;
-    v->valid = 1;
-    v->no_cacheable = 0;
-    v->not_found = 0;
+    ngx_http_llm_router_value(v, s->data, s->len);
 
     return NGX_OK;
 }
@@ -134,18 +150,12 @@ ngx_http_llm_router_rule_variable(ngx_http_request_t *r,
 {
     ngx_http_llm_router_ctx_t  *ctx;
 
-    ctx = ngx_http_llm_router_routed(r);
-
+    ctx = ngx_http_llm_router_routed(r, v);
     if (ctx == NULL) {
-        v->not_found = 1;
         return NGX_OK;
     }
 
-    v->len = ctx->rule.len;
-    v->data = ctx->rule.data;
-    v->valid = 1;
-    v->no_cacheable = 0;
-    v->not_found = 0;
+    ngx_http_llm_router_value(v, ctx->rule.data, ctx->rule.len);
 
     return NGX_OK;
 }
@@ -158,10 +168,8 @@ ngx_http_llm_router_est_tokens_variable(ngx_http_request_t *r,
     u_char                     *p;
     ngx_http_llm_router_ctx_t  *ctx;
 
-    ctx = ngx_http_llm_router_routed(r);
-
+    ctx = ngx_http_llm_router_routed(r, v);
     if (ctx == NULL) {
-        v->not_found = 1;
         return NGX_OK;
     }
 
@@ -170,11 +178,8 @@ ngx_http_llm_router_est_tokens_variable(ngx_http_request_t *r,
         return NGX_ERROR;
     }
 
-    v->len = ngx_sprintf(p, "%uD", ctx->request.f.est_tokens) - p;
-    v->data = p;
-    v->valid = 1;
-    v->no_cacheable = 0;
-    v->not_found = 0;
+    ngx_http_llm_router_value(v, p,
+                      ngx_sprintf(p, "%uD", ctx->request.f.est_tokens) - p);
 
     return NGX_OK;
 }
@@ -188,10 +193,8 @@ ngx_http_llm_router_cost_variable(ngx_http_request_t *r,
     ngx_http_llm_router_ctx_t      *ctx;
     ngx_http_llm_router_account_t   a;
 
-    ctx = ngx_http_llm_router_routed(r);
-
+    ctx = ngx_http_llm_router_routed(r, v);
     if (ctx == NULL) {
-        v->not_found = 1;
         return NGX_OK;
     }
 
@@ -202,11 +205,7 @@ ngx_http_llm_router_cost_variable(ngx_http_request_t *r,
 
     ngx_http_llm_router_account(r, ctx, &a);
 
-    v->len = llmr_usd_format(p, a.cost);
-    v->data = p;
-    v->valid = 1;
-    v->no_cacheable = 0;
-    v->not_found = 0;
+    ngx_http_llm_router_value(v, p, llmr_usd_format(p, a.cost));
 
     return NGX_OK;
 }
@@ -268,11 +267,11 @@ ngx_http_llm_router_log_variable(ngx_http_request_t *r,
     ngx_msec_int_t                   ms;
     ngx_time_t                      *tp;
     ngx_uint_t                       status;
-    llmr_features_t                 *f;
+    const llmr_features_t           *f;
     ngx_http_llm_router_ctx_t       *ctx;
     ngx_http_llm_router_account_t    a;
     ngx_http_llm_router_loc_conf_t  *llcf;
-    static llmr_features_t           nothing;
+    static const llmr_features_t     nothing;
 
     llcf = ngx_http_get_module_loc_conf(r, ngx_http_llm_router_module);
     ctx = ngx_http_get_module_ctx(r, ngx_http_llm_router_module);
@@ -342,11 +341,7 @@ ngx_http_llm_router_log_variable(ngx_http_request_t *r,
 
     *p++ = '}';
 
-    v->len = p - start;
-    v->data = start;
-    v->valid = 1;
-    v->no_cacheable = 0;
-    v->not_found = 0;
+    ngx_http_llm_router_value(v, start, p - start);
 
     return NGX_OK;
 }

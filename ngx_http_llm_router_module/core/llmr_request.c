@@ -55,10 +55,12 @@ static int llmr_start_array(void *ctx);
 static int llmr_end_array(void *ctx);
 
 static int llmr_value(llmr_request_t *rq, unsigned type);
+static int llmr_open(llmr_request_t *rq, unsigned type);
 static int llmr_fail(llmr_request_t *rq, const char *message);
 static void llmr_locate_model(llmr_request_t *rq, size_t upto);
 static void llmr_message_done(llmr_request_t *rq);
-static int llmr_parse_error(llmr_request_t *rq, yajl_status status);
+static int llmr_parse_error(llmr_request_t *rq, yajl_status status,
+    uint64_t offset);
 static int llmr_in_message_text(llmr_request_t *rq);
 
 
@@ -161,7 +163,7 @@ llmr_request_feed(llmr_request_t *rq, const unsigned char *p, size_t len)
     status = yajl_parse(rq->yajl, p, len);
 
     if (status != yajl_status_ok) {
-        return llmr_parse_error(rq, status);
+        return llmr_parse_error(rq, status, llmr_offset(rq));
     }
 
     llmr_locate_model(rq, len);
@@ -189,7 +191,7 @@ llmr_request_finish(llmr_request_t *rq)
     status = yajl_complete_parse(rq->yajl);
 
     if (status != yajl_status_ok) {
-        return llmr_parse_error(rq, status);
+        return llmr_parse_error(rq, status, rq->base);
     }
 
     if (!rq->seen_messages) {
@@ -207,7 +209,7 @@ llmr_request_finish(llmr_request_t *rq)
 
 
 static int
-llmr_parse_error(llmr_request_t *rq, yajl_status status)
+llmr_parse_error(llmr_request_t *rq, yajl_status status, uint64_t offset)
 {
     size_t          n;
     unsigned char  *text;
@@ -222,14 +224,14 @@ llmr_parse_error(llmr_request_t *rq, yajl_status status)
     if (text && strstr((char *) text, "UTF8")) {
         snprintf(rq->error, LLMR_ERROR_MAX,
                  "request body is not valid UTF-8 (at byte %llu)",
-                 (unsigned long long) llmr_offset(rq));
+                 (unsigned long long) offset);
 
     } else {
         n = text ? strcspn((char *) text, "\n") : 0;
 
         snprintf(rq->error, LLMR_ERROR_MAX,
                  "request body is not valid JSON (at byte %llu): %.*s",
-                 (unsigned long long) llmr_offset(rq), (int) n,
+                 (unsigned long long) offset, (int) n,
                  text ? (char *) text : "");
     }
 
@@ -478,11 +480,9 @@ llmr_in_message_text(llmr_request_t *rq)
 
 
 static int
-llmr_start_map(void *ctx)
+llmr_open(llmr_request_t *rq, unsigned type)
 {
-    llmr_request_t  *rq = ctx;
-
-    if (!llmr_value(rq, LLMR_VALUE_MAP)) {
+    if (!llmr_value(rq, type)) {
         return 0;
     }
 
@@ -492,6 +492,19 @@ llmr_start_map(void *ctx)
 
     rq->depth++;
     rq->key[rq->depth] = LLMR_KEY_OTHER;
+
+    return 1;
+}
+
+
+static int
+llmr_start_map(void *ctx)
+{
+    llmr_request_t  *rq = ctx;
+
+    if (!llmr_open(rq, LLMR_VALUE_MAP)) {
+        return 0;
+    }
 
     if (rq->depth == 1) {
         rq->f.object_start = llmr_offset(rq);
@@ -586,20 +599,7 @@ llmr_end_map(void *ctx)
 static int
 llmr_start_array(void *ctx)
 {
-    llmr_request_t  *rq = ctx;
-
-    if (!llmr_value(rq, LLMR_VALUE_ARRAY)) {
-        return 0;
-    }
-
-    if (rq->depth == LLMR_DEPTH_MAX) {
-        return llmr_fail(rq, "request body is nested too deeply");
-    }
-
-    rq->depth++;
-    rq->key[rq->depth] = LLMR_KEY_OTHER;
-
-    return 1;
+    return llmr_open(ctx, LLMR_VALUE_ARRAY);
 }
 
 

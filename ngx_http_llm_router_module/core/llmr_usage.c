@@ -147,8 +147,10 @@ llmr_usage_byte(llmr_usage_t *u, unsigned char c)
 
     if (u->number_field) {
         if (c >= '0' && c <= '9') {
-            if (u->number < LLMR_TOKENS_MAX) {
-                u->number = u->number * 10 + (c - '0');
+            u->number = u->number * 10 + (c - '0');
+
+            if (u->number > LLMR_TOKENS_MAX) {
+                u->number = LLMR_TOKENS_MAX;
             }
 
             return;

@@ -1,0 +1,567 @@
+
+/*
+ * Copyright (C) the ngx_http_llm_router_module authors
+ *
+ * Unit tests of the routing core, in TAP.
+ */
+
+
+#include <stdlib.h>
+
+#include "llmr.h"
+#include "tap.h"
+
+
+static llmr_keywords_t  kw;
+
+
+static int
+parse(llmr_request_t *rq, const char *body, size_t chunk, unsigned history)
+{
+    size_t  len, off, n;
+
+    if (llmr_request_init(rq, &kw, history) != LLMR_OK) {
+        return LLMR_ERROR;
+    }
+
+    len = strlen(body);
+
+    for (off = 0; off < len; off += n) {
+        n = (chunk && len - off > chunk) ? chunk : len - off;
+
+        if (llmr_request_feed(rq, (const unsigned char *) body + off, n)
+            != LLMR_OK)
+        {
+            llmr_request_free(rq);
+            return LLMR_ERROR;
+        }
+    }
+
+    n = llmr_request_finish(rq);
+    llmr_request_free(rq);
+
+    return (int) n;
+}
+
+
+/* the body the provider gets, built from the splice the core returns */
+
+static char *
+rewrite(const char *body, const char *upstream, size_t chunk)
+{
+    char            *out;
+    size_t           len, n;
+    uint64_t         start, end;
+    llmr_str_t       up;
+    unsigned char    repl[512], *last;
+    llmr_request_t   rq;
+
+    if (parse(&rq, body, chunk, 6) != LLMR_OK) {
+        return NULL;
+    }
+
+    up.data = (const unsigned char *) upstream;
+    up.len = strlen(upstream);
+
+    last = llmr_rewrite(&rq.f, &up, repl, &start, &end);
+    n = last - repl;
+
+    if (n != llmr_rewrite_size(&rq.f, up.len)) {
+        return NULL;
+    }
+
+    len = strlen(body);
+    out = malloc(len + n + 1);
+
+    memcpy(out, body, start);
+    memcpy(out + start, repl, n);
+    memcpy(out + start + n, body + end, len - end);
+    out[len - (end - start) + n] = '\0';
+
+    return out;
+}
+
+
+static void
+test_tokens(void)
+{
+    const unsigned char  *s;
+
+    tap_is(llmr_estimate_tokens((const unsigned char *) "", 0), 0,
+           "tokens: empty");
+
+    s = (const unsigned char *) "hello world";
+    tap_is(llmr_estimate_tokens(s, 11), 2, "tokens: two short words");
+
+    s = (const unsigned char *) "internationalization";
+    tap_is(llmr_estimate_tokens(s, 20), 5, "tokens: a long word");
+
+    s = (const unsigned char *) "1234567";
+    tap_is(llmr_estimate_tokens(s, 7), 3, "tokens: digits in threes");
+
+    s = (const unsigned char *) "a, b!\n\nc";
+    tap_is(llmr_estimate_tokens(s, 8), 6, "tokens: punctuation, newlines");
+
+    s = (const unsigned char *) "\xe4\xbd\xa0\xe5\xa5\xbd";
+    tap_is(llmr_estimate_tokens(s, 6), 2, "tokens: a token a CJK character");
+}
+
+
+static void
+test_code(void)
+{
+    const char  *s;
+
+    s = "look:\n```\nx = 1\n```";
+    tap_is(llmr_looks_like_code((const unsigned char *) s, strlen(s)), 1,
+           "code: a fence");
+
+    s = "int main() {\n    return 0;\n}";
+    tap_is(llmr_looks_like_code((const unsigned char *) s, strlen(s)), 1,
+           "code: C lines");
+
+    s = "def f(x):\n    return x";
+    tap_is(llmr_looks_like_code((const unsigned char *) s, strlen(s)), 1,
+           "code: python keywords");
+
+    s = "What is the capital of France? Tell me; quickly.";
+    tap_is(llmr_looks_like_code((const unsigned char *) s, strlen(s)), 0,
+           "code: prose");
+
+    s = "x = 1;";
+    tap_is(llmr_looks_like_code((const unsigned char *) s, strlen(s)), 0,
+           "code: one line is not enough");
+}
+
+
+static void
+test_keywords(void)
+{
+    const char  *s;
+
+#define match(text)                                                           \
+    llmr_keywords_match(&kw, (const unsigned char *) (text), strlen(text))
+
+    tap_is(match("Please ANALYZE this"), 1, "keywords: case-insensitive");
+    tap_is(match("the analyzer"), 0, "keywords: whole words only");
+    tap_is(match("reanalyze"), 0, "keywords: word start only");
+    tap_is(match("explain\n  why it fails"), 1, "keywords: phrase spacing");
+    tap_is(match("explain it"), 0, "keywords: phrase needs all words");
+    tap_is(match("write a poem, then analyze"), 3, "keywords: two lists");
+    tap_is(match("analyze."), 1, "keywords: at the end, before a dot");
+
+    s = "c++ is fun";
+    tap_is(llmr_keywords_match(&kw, (const unsigned char *) s, strlen(s)), 4,
+           "keywords: a phrase of symbols");
+
+#undef match
+}
+
+
+static void
+test_features(void)
+{
+    size_t           chunk;
+    llmr_request_t   rq, whole;
+    const char      *body;
+
+    body = "{\"model\":\"auto\",\"messages\":["
+           "{\"role\":\"system\",\"content\":\"You are terse.\"},"
+           "{\"role\":\"user\",\"content\":\"Please analyze this code\"},"
+           "{\"role\":\"assistant\",\"content\":\"int x = 1;\\nx++;\"},"
+           "{\"content\":[{\"type\":\"text\",\"text\":\"compare it\"},"
+           "{\"type\":\"image_url\",\"image_url\":{\"url\":\"data:xx\"}}],"
+           "\"role\":\"user\"}],"
+           "\"stream\":true,\"max_tokens\":300,"
+           "\"tools\":[{\"type\":\"function\"}]}";
+
+    tap_is(parse(&whole, body, 0, 6), LLMR_OK, "features: parses");
+    tap_is(whole.f.messages, 4, "features: messages");
+    tap_is(whole.f.stream, 1, "features: stream");
+    tap_is(whole.f.tools, 1, "features: tools");
+    tap_is(whole.f.max_tokens, 300, "features: max_tokens");
+    tap_is(whole.f.code, 1, "features: code in the history window");
+    tap_is(whole.f.keywords, 0, "features: keywords of the current only");
+    tap_is_str((char *) whole.f.model, whole.f.model_len, "auto",
+               "features: model");
+
+    /* "compare it" + "Please analyze this code" + ... : role is counted */
+    tap_ok(whole.f.est_tokens > 10, "features: window tokens counted");
+
+    for (chunk = 1; chunk < 9; chunk++) {
+        parse(&rq, body, chunk, 6);
+
+        if (memcmp(&rq.f, &whole.f, sizeof(llmr_features_t)) != 0) {
+            break;
+        }
+    }
+
+    tap_is(chunk, 9, "features: identical whatever the buffer split");
+
+    parse(&rq, body, 0, 0);
+    tap_is(rq.f.code, 0, "features: no history, no code from it");
+    tap_ok(rq.f.est_tokens < whole.f.est_tokens,
+           "features: no history, fewer tokens");
+
+    body = "{\"messages\":[{\"role\":\"user\",\"content\":\"Analyze it\"},"
+           "{\"role\":\"assistant\",\"content\":\"ok\"}]}";
+
+    parse(&rq, body, 0, 6);
+    tap_is(rq.f.keywords, 1, "features: current is the last user message");
+    tap_is(rq.f.model_present, 0, "features: no model");
+    tap_is(rq.f.max_tokens, -1, "features: no max_tokens");
+
+    body = "{\"messages\":[{\"role\":\"system\",\"content\":\"analyze\"}]}";
+
+    parse(&rq, body, 0, 6);
+    tap_is(rq.f.keywords, 1, "features: without a user, the last message");
+
+    body = "{\"messages\":[{\"role\":\"user\",\"content\":null}],"
+           "\"tools\":[]}";
+
+    tap_is(parse(&rq, body, 0, 6), LLMR_OK, "features: null content");
+    tap_is(rq.f.tools, 0, "features: empty tools");
+}
+
+
+static void
+test_rewrite(void)
+{
+    char  *out;
+
+#define check(body, expected, name)                                           \
+    out = rewrite(body, "\"gpt-x\"", 0);                                      \
+    tap_is_str(out, out ? strlen(out) : 0, expected, name);                   \
+    free(out);                                                                \
+    out = rewrite(body, "\"gpt-x\"", 1);                                      \
+    tap_is_str(out, out ? strlen(out) : 0, expected, name " (byte by byte)"); \
+    free(out)
+
+    check("{\"model\":\"auto\",\"messages\":[{}]}",
+          "{\"model\":\"gpt-x\",\"messages\":[{}]}",
+          "rewrite: model replaced");
+
+    check("{ \"messages\" : [ {} ] , \"model\" \n:\t \"a\\\"b\" }",
+          "{ \"messages\" : [ {} ] , \"model\" \n:\t \"gpt-x\" }",
+          "rewrite: white space kept, escaped value");
+
+    check("{\"messages\":[{}]}",
+          "{\"model\":\"gpt-x\",\"messages\":[{}]}",
+          "rewrite: model inserted");
+
+    check("{\"model\":null,\"messages\":[{}],\"stream\":true}",
+          "{\"model\":\"gpt-x\",\"stream_options\":{\"include_usage\":true},"
+          "\"messages\":[{}],\"stream\":true}",
+          "rewrite: stream options injected");
+
+    check("{\"stream\":true,\"messages\":[{}]}",
+          "{\"model\":\"gpt-x\",\"stream_options\":{\"include_usage\":true},"
+          "\"stream\":true,\"messages\":[{}]}",
+          "rewrite: inserted with stream options");
+
+    check("{\"model\":\"m\",\"stream\":true,\"stream_options\":{},"
+          "\"messages\":[{}]}",
+          "{\"model\":\"gpt-x\",\"stream\":true,\"stream_options\":{},"
+          "\"messages\":[{}]}",
+          "rewrite: client stream options kept");
+
+    check("{\"model\":\"m\",\"stream\":false,\"messages\":[{}]}",
+          "{\"model\":\"gpt-x\",\"stream\":false,\"messages\":[{}]}",
+          "rewrite: no stream options without a stream");
+
+#undef check
+}
+
+
+static void
+test_errors(void)
+{
+    int              i;
+    char             deep[200];
+    llmr_request_t   rq;
+
+    static const struct {
+        const char  *body;
+        const char  *error;
+    } bad[] = {
+        { "", "request body is empty" },
+        { "{\"messages\":[{}]", "request body is not valid JSON (at byte 16)"
+                                ": parse error: premature EOF" },
+        { "{\"messages\":[{\"content\":\"\xff\"}]}",
+          "request body is not valid UTF-8 (at byte 26)" },
+        { "[1]", "request body must be a JSON object" },
+        { "\"x\"", "request body must be a JSON object" },
+        { "{}", "missing required parameter: 'messages'" },
+        { "{\"messages\":{}}",
+          "invalid type for 'messages': expected an array of objects" },
+        { "{\"messages\":[1]}",
+          "invalid type for 'messages': expected an array of objects" },
+        { "{\"messages\":[]}", "'messages' must be a non-empty array" },
+        { "{\"model\":1,\"messages\":[{}]}",
+          "invalid type for 'model': expected a string" },
+        { "{\"stream\":\"yes\",\"messages\":[{}]}",
+          "invalid type for 'stream': expected a boolean" },
+        { "{\"model\":\"a\",\"model\":\"b\",\"messages\":[{}]}",
+          "duplicate key 'model' in request body" },
+        { "{\"messages\":[{}]} x", "request body is not valid JSON (at byte 19)"
+                                   ": parse error: trailing garbage" },
+        { NULL, NULL }
+    };
+
+    for (i = 0; bad[i].body; i++) {
+        tap_is(parse(&rq, bad[i].body, 0, 6), LLMR_ERROR, bad[i].error);
+        tap_is_str(rq.error, strlen(rq.error), bad[i].error, "  message");
+    }
+
+    memset(deep, '[', sizeof(deep));
+    memcpy(deep, "{\"x\":", 5);
+    deep[sizeof(deep) - 1] = '\0';
+
+    tap_is(parse(&rq, deep, 0, 6), LLMR_ERROR, "errors: deep nesting");
+    tap_is_str(rq.error, strlen(rq.error),
+               "request body is nested too deeply", "  message");
+}
+
+
+static int
+external(void *data, const llmr_cond_t *cond)
+{
+    (void) data;
+
+    return cond->name.len == 7 && memcmp(cond->name.data, "$x=gold", 7) == 0;
+}
+
+
+static void
+test_rules(void)
+{
+    char              err[LLMR_ERROR_MAX];
+    llmr_cond_t       c[6];
+    llmr_rule_t       rules[3];
+    llmr_features_t   f;
+
+#define cond(c, text)                                                         \
+    llmr_cond_parse(c, (const unsigned char *) (text), strlen(text), err,     \
+                    sizeof(err))
+
+    tap_is(cond(&c[0], "tokens>100"), LLMR_OK, "cond: tokens>");
+    tap_is(c[0].type == LLMR_COND_TOKENS_GT && c[0].arg == 100, 1,
+           "  type and number");
+    tap_is(cond(&c[1], "!code"), LLMR_OK, "cond: negation");
+    tap_is(c[1].type == LLMR_COND_CODE && c[1].negate, 1, "  negated code");
+    tap_is(cond(&c[2], "keywords=complex"), LLMR_OK, "cond: keywords");
+    tap_is_str((char *) c[2].name.data, c[2].name.len, "complex",
+               "  list name");
+    tap_is(cond(&c[3], "$x=gold"), LLMR_OK, "cond: a variable");
+    tap_is(c[3].type, LLMR_COND_EXTERNAL, "  is external");
+    tap_is(cond(&c[4], "messages<3"), LLMR_OK, "cond: messages<");
+    tap_is(cond(&c[5], "tools"), LLMR_OK, "cond: tools");
+
+    tap_is(cond(&c[0], "tokens>1k"), LLMR_ERROR, "cond: bad number");
+    tap_is_str(err, strlen(err), "invalid number \"1k\"", "  message");
+    tap_is(cond(&c[0], "longish"), LLMR_ERROR, "cond: unknown");
+    tap_is_str(err, strlen(err), "unknown condition \"longish\"",
+               "  message");
+    tap_is(cond(&c[0], "!"), LLMR_ERROR, "cond: empty");
+    tap_is(cond(&c[0], "keywords="), LLMR_ERROR, "cond: no list name");
+
+    cond(&c[0], "tokens>100");
+    cond(&c[1], "!code");
+    cond(&c[2], "keywords=complex");
+    c[2].arg = 1;
+    cond(&c[3], "$x=gold");
+
+    rules[0].conds = &c[0];
+    rules[0].nconds = 2;
+    rules[1].conds = &c[2];
+    rules[1].nconds = 1;
+    rules[2].conds = &c[3];
+    rules[2].nconds = 1;
+
+    memset(&f, 0, sizeof(f));
+
+    tap_is(llmr_rules_eval(rules, 3, &f, external, NULL), 2,
+           "rules: the external condition");
+    tap_is(llmr_rules_eval(rules, 3, &f, NULL, NULL), -1,
+           "rules: nothing matches");
+
+    f.est_tokens = 101;
+    tap_is(llmr_rules_eval(rules, 3, &f, NULL, NULL), 0,
+           "rules: conditions ANDed");
+    f.code = 1;
+    tap_is(llmr_rules_eval(rules, 3, &f, NULL, NULL), -1,
+           "rules: negation fails the rule");
+    f.keywords = 2;
+    tap_is(llmr_rules_eval(rules, 3, &f, NULL, NULL), 1,
+           "rules: keywords by list bit");
+    f.code = 0;
+    tap_is(llmr_rules_eval(rules, 3, &f, NULL, NULL), 0,
+           "rules: first match wins");
+
+#undef cond
+}
+
+
+static void
+test_money(void)
+{
+    size_t          n;
+    uint64_t        price;
+    llmr_model_t    models[2];
+    unsigned char   buf[LLMR_USD_MAX];
+
+#define price_ok(text)                                                        \
+    llmr_price_parse((const unsigned char *) (text), strlen(text), &price)
+
+    tap_is(price_ok("0.15"), LLMR_OK, "price: 0.15");
+    tap_is(price, 150000, "  pico-USD per token");
+    tap_is(price_ok("10"), LLMR_OK, "price: 10");
+    tap_is(price, 10000000, "  pico-USD per token");
+    tap_is(price_ok("0.000001"), LLMR_OK, "price: six decimals");
+    tap_is(price, 1, "  one pico-USD");
+    tap_is(price_ok("1000"), LLMR_OK, "price: the maximum");
+    tap_is(price_ok("1000.000001"), LLMR_ERROR, "price: over the maximum");
+    tap_is(price_ok("0.0000001"), LLMR_ERROR, "price: seven decimals");
+    tap_is(price_ok("-1"), LLMR_ERROR, "price: negative");
+    tap_is(price_ok(".5"), LLMR_ERROR, "price: no integer part");
+    tap_is(price_ok("5."), LLMR_ERROR, "price: no decimals");
+    tap_is(price_ok("1.2.3"), LLMR_ERROR, "price: two dots");
+    tap_is(price_ok(""), LLMR_ERROR, "price: empty");
+
+#undef price_ok
+
+    memset(models, 0, sizeof(models));
+    models[0].name.data = (const unsigned char *) "mini";
+    models[0].name.len = 4;
+    models[0].upstream.data = (const unsigned char *) "gpt-4o-mini";
+    models[0].upstream.len = 11;
+    models[0].price_in = 150000;
+    models[0].price_out = 600000;
+    models[1].name.data = (const unsigned char *) "large";
+    models[1].name.len = 5;
+    models[1].upstream.data = (const unsigned char *) "gpt-4o";
+    models[1].upstream.len = 6;
+
+    tap_is(llmr_model_find(models, 2, (const unsigned char *) "large", 5), 1,
+           "model: by name");
+    tap_is(llmr_model_find(models, 2, (const unsigned char *) "gpt-4o-mini",
+                           11), 0, "model: by upstream name");
+    tap_is(llmr_model_find(models, 2, (const unsigned char *) "gpt-4", 5),
+           -1, "model: unknown");
+
+    tap_is(llmr_cost(&models[0], 9, 17), 11550000, "cost: 9 in, 17 out");
+
+    n = llmr_usd_format(buf, 11550000);
+    tap_is_str((char *) buf, n, "0.00001155", "usd: small");
+    n = llmr_usd_format(buf, 0);
+    tap_is_str((char *) buf, n, "0", "usd: zero");
+    n = llmr_usd_format(buf, 2500000000000ULL);
+    tap_is_str((char *) buf, n, "2.5", "usd: dollars");
+    n = llmr_usd_format(buf, UINT64_MAX);
+    tap_is_str((char *) buf, n, "18446744.073709551615", "usd: the maximum");
+}
+
+
+static void
+usage(llmr_usage_t *u, int sse, const char *text, size_t chunk)
+{
+    size_t  len, off, n;
+
+    llmr_usage_init(u, sse);
+
+    len = strlen(text);
+
+    for (off = 0; off < len; off += n) {
+        n = (chunk && len - off > chunk) ? chunk : len - off;
+        llmr_usage_feed(u, (const unsigned char *) text + off, n);
+    }
+}
+
+
+static void
+test_usage(void)
+{
+    size_t         chunk;
+    llmr_usage_t   u;
+    const char    *text;
+
+    text = "{\"id\":\"x\",\"choices\":[{\"message\":{\"content\":\"Hi "
+           "\\\"usage\\\": you\"}}],\"usage\":{\"prompt_tokens\":12,"
+           "\"completion_tokens\":7,\"total_tokens\":19}}";
+
+    for (chunk = 0; chunk < 5; chunk++) {
+        usage(&u, 0, text, chunk);
+
+        if (u.prompt_tokens != 12 || u.completion_tokens != 7) {
+            break;
+        }
+    }
+
+    tap_is(chunk, 5, "usage: JSON, whatever the buffer split");
+    tap_is(u.content_bytes, 15, "usage: decoded content bytes counted");
+
+    text = "data: {\"choices\":[{\"delta\":{\"content\":\"ab\"}}],"
+           "\"usage\":null}\n\n"
+           "data: {\"choices\":[],\"usage\":{\"prompt_tokens\":5,"
+           "\"completion_tokens\":3}}\r\n\r\n"
+           "data: [DONE]\n\n";
+
+    for (chunk = 0; chunk < 7; chunk++) {
+        usage(&u, 1, text, chunk);
+
+        if (u.prompt_tokens != 5 || u.completion_tokens != 3) {
+            break;
+        }
+    }
+
+    tap_is(chunk, 7, "usage: SSE, whatever the buffer split");
+    tap_is(u.content_bytes, 2, "usage: SSE content bytes");
+
+    usage(&u, 1, "data: {\"choices\":[{\"delta\":{\"content\":\"abcdefgh\"}}]}"
+                 "\n\ndata: [DONE]\n\n", 0);
+    tap_is(u.prompt_tokens, -1, "usage: SSE without usage");
+    tap_is(llmr_usage_content_tokens(&u), 2, "usage: content estimate");
+
+    usage(&u, 0, "{\"x\":{\"usage\":{\"prompt_tokens\":1,"
+                 "\"completion_tokens\":2}}}", 0);
+    tap_is(u.prompt_tokens, -1, "usage: only at the top level");
+
+    usage(&u, 0, "{\"usage\":{\"input_tokens\":4,\"output_tokens\":6}}", 0);
+    tap_is(u.prompt_tokens == 4 && u.completion_tokens == 6, 1,
+           "usage: input and output tokens");
+
+    usage(&u, 0, "{\"usage\":{\"prompt_tokens\":4}}", 0);
+    tap_is(u.prompt_tokens, -1, "usage: incomplete usage is ignored");
+
+    usage(&u, 1, "event: x\n: comment\ndata: {\"usage\":{\"prompt_tokens\":"
+                 "99999999999999,\"completion_tokens\":1}}\n", 0);
+    tap_is(u.prompt_tokens, 1000000000, "usage: numbers are bounded");
+}
+
+
+int
+main(void)
+{
+    static unsigned char  t0[] = "analyze", t1[] = "explain   why",
+                          t2[] = "Poem", t3[] = "c++";
+    static llmr_phrase_t  phrases[] = {
+        { t0, 7, 0 }, { t1, 13, 0 }, { t2, 4, 1 }, { t3, 3, 2 }
+    };
+
+    if (llmr_keywords_init(&kw, phrases, 4, 3) != LLMR_OK) {
+        printf("Bail out! keywords\n");
+        return 1;
+    }
+
+    test_tokens();
+    test_code();
+    test_keywords();
+    test_features();
+    test_rewrite();
+    test_errors();
+    test_rules();
+    test_money();
+    test_usage();
+
+    return tap_done();
+}
