@@ -31,11 +31,16 @@ CONFIGURE := $$(test -x configure && echo ./configure \
 NGINX_TREE := $(NGINX_SRC)
 endif
 
-.PHONY: all deps test unit demo clean
+.PHONY: all deps test unit demo clean FORCE
 
 all: $(MODULE)
 
-$(NGINX_BUILD)/objs/Makefile: config
+# the tree is configured again when NGINX_SRC changes
+$(BUILD)/nginx-tree: FORCE
+	@mkdir -p $(BUILD)
+	@echo '$(NGINX_TREE)' | cmp -s - $@ || echo '$(NGINX_TREE)' > $@
+
+$(NGINX_BUILD)/objs/Makefile: config $(BUILD)/nginx-tree
 	rm -rf $(NGINX_BUILD)
 	mkdir -p $(BUILD)
 	cp -a $(NGINX_TREE) $(NGINX_BUILD)
@@ -45,7 +50,9 @@ $(NGINX_BUILD)/objs/Makefile: config
 
 $(MODULE): $(NGINX_BUILD)/objs/Makefile $(MODULE_DEPS)
 	$(MAKE) -C $(NGINX_BUILD) -f objs/Makefile modules
-	cp $(NGINX_BUILD)/objs/ngx_http_llm_router_module.so $@
+	@# a new file, not new bytes in the old one: a running nginx maps it
+	cp $(NGINX_BUILD)/objs/ngx_http_llm_router_module.so $@.tmp
+	mv -f $@.tmp $@
 
 $(BUILD)/t/%: t/unit/%.c $(CORE_SRCS) $(CORE_DIR)/llmr.h
 	mkdir -p $(BUILD)/t

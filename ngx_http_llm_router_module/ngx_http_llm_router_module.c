@@ -16,8 +16,20 @@ static char *ngx_http_llm_router_model_block(ngx_conf_t *cf,
     ngx_command_t *cmd, void *conf);
 static char *ngx_http_llm_router_model_option(ngx_conf_t *cf,
     ngx_command_t *dummy, void *conf);
-static char *ngx_http_llm_router_key_file(ngx_conf_t *cf,
-    ngx_http_llm_router_model_t *model, ngx_str_t *name);
+static char *ngx_http_llm_router_set_url(ngx_conf_t *cf,
+    ngx_http_llm_router_model_t *model, ngx_str_t *value);
+static char *ngx_http_llm_router_set_model(ngx_conf_t *cf,
+    ngx_http_llm_router_model_t *model, ngx_str_t *value);
+static char *ngx_http_llm_router_set_auth(ngx_conf_t *cf,
+    ngx_http_llm_router_model_t *model, ngx_str_t *value);
+static char *ngx_http_llm_router_set_key(ngx_conf_t *cf,
+    ngx_http_llm_router_model_t *model, ngx_str_t *value);
+static char *ngx_http_llm_router_set_key_file(ngx_conf_t *cf,
+    ngx_http_llm_router_model_t *model, ngx_str_t *value);
+static char *ngx_http_llm_router_set_price(ngx_conf_t *cf,
+    ngx_http_llm_router_model_t *model, ngx_str_t *value);
+static char *ngx_http_llm_router_set_context(ngx_conf_t *cf,
+    ngx_http_llm_router_model_t *model, ngx_str_t *value);
 static char *ngx_http_llm_router_keywords(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static char *ngx_http_llm_router_rule(ngx_conf_t *cf, ngx_command_t *cmd,
@@ -41,6 +53,40 @@ static char *ngx_http_llm_router_merge_loc_conf(ngx_conf_t *cf, void *parent,
 
 static ngx_conf_num_bounds_t  ngx_http_llm_router_history_bounds = {
     ngx_conf_check_num_bounds, 0, LLMR_HISTORY_MAX
+};
+
+
+/* the directives inside llm_router_model, a bit each against repeats */
+
+typedef struct {
+    ngx_str_t                      name;
+    ngx_uint_t                     nargs;
+    ngx_uint_t                     bit;
+    char                        *(*set)(ngx_conf_t *cf,
+                                      ngx_http_llm_router_model_t *model,
+                                      ngx_str_t *value);
+} ngx_http_llm_router_option_t;
+
+
+static ngx_http_llm_router_option_t  ngx_http_llm_router_options[] = {
+    { ngx_string("url"), 1, 0x01, ngx_http_llm_router_set_url },
+    { ngx_string("model"), 1, 0x02, ngx_http_llm_router_set_model },
+    { ngx_string("auth"), 1, 0x04, ngx_http_llm_router_set_auth },
+    { ngx_string("key"), 1, 0x08, ngx_http_llm_router_set_key },
+    { ngx_string("key_file"), 1, 0x08, ngx_http_llm_router_set_key_file },
+    { ngx_string("price"), 2, 0x10, ngx_http_llm_router_set_price },
+    { ngx_string("context"), 1, 0x20, ngx_http_llm_router_set_context },
+    { ngx_null_string, 0, 0, NULL }
+};
+
+
+/* indexed by NGX_HTTP_LLM_ROUTER_AUTH_* */
+
+static ngx_str_t  ngx_http_llm_router_auth_names[] = {
+    ngx_string("none"),
+    ngx_string("bearer"),
+    ngx_string("x-api-key"),
+    ngx_string("api-key")
 };
 
 
@@ -219,140 +265,180 @@ ngx_http_llm_router_model_option(ngx_conf_t *cf, ngx_command_t *dummy,
 {
     ngx_http_llm_router_model_t *model = conf;
 
-    ngx_str_t                         *value, *name;
-    ngx_uint_t                         nargs;
-    ngx_http_compile_complex_value_t   ccv;
+    char                           *rv;
+    ngx_str_t                      *value;
+    ngx_http_llm_router_option_t   *opt;
 
     value = cf->args->elts;
-    name = &value[0];
-    nargs = cf->args->nelts - 1;
 
-    if (nargs != 1
-        && !(nargs == 2 && ngx_strcmp(name->data, "price") == 0))
-    {
+    for (opt = ngx_http_llm_router_options; opt->name.len; opt++) {
+        if (opt->name.len == value[0].len
+            && ngx_strcmp(opt->name.data, value[0].data) == 0)
+        {
+            break;
+        }
+    }
+
+    if (opt->name.len == 0) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "invalid number of arguments in \"%V\" of "
-                           "llm_router_model \"%V\"", name, &model->name);
+                           "unknown directive \"%V\" in llm_router_model "
+                           "\"%V\"", &value[0], &model->name);
         return NGX_CONF_ERROR;
     }
 
-    if (ngx_strcmp(name->data, "url") == 0) {
-
-        if (ngx_strncmp(value[1].data, "http://", 7) != 0
-            && ngx_strncmp(value[1].data, "https://", 8) != 0)
-        {
-            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                               "invalid \"url\" \"%V\" in llm_router_model "
-                               "\"%V\": http:// or https:// expected",
-                               &value[1], &model->name);
-            return NGX_CONF_ERROR;
-        }
-
-        model->url = value[1];
-        return NGX_CONF_OK;
+    if (cf->args->nelts - 1 != opt->nargs) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid number of arguments in \"%V\" of "
+                           "llm_router_model \"%V\"", &value[0],
+                           &model->name);
+        return NGX_CONF_ERROR;
     }
 
-    if (ngx_strcmp(name->data, "model") == 0) {
-        model->upstream = value[1];
-        return NGX_CONF_OK;
+    if (model->set & opt->bit) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"%V\" is duplicate in llm_router_model \"%V\"",
+                           &value[0], &model->name);
+        return NGX_CONF_ERROR;
     }
 
-    if (ngx_strcmp(name->data, "auth") == 0) {
+    model->set |= opt->bit;
 
-        if (ngx_strcmp(value[1].data, "bearer") == 0) {
-            model->auth = NGX_HTTP_LLM_ROUTER_AUTH_BEARER;
+    rv = opt->set(cf, model, &value[1]);
 
-        } else if (ngx_strcmp(value[1].data, "x-api-key") == 0) {
-            model->auth = NGX_HTTP_LLM_ROUTER_AUTH_X_API_KEY;
-
-        } else if (ngx_strcmp(value[1].data, "api-key") == 0) {
-            model->auth = NGX_HTTP_LLM_ROUTER_AUTH_API_KEY;
-
-        } else if (ngx_strcmp(value[1].data, "none") == 0) {
-            model->auth = NGX_HTTP_LLM_ROUTER_AUTH_NONE;
-
-        } else {
-            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                               "invalid \"auth\" \"%V\" in llm_router_model "
-                               "\"%V\": bearer, x-api-key, api-key or none "
-                               "expected", &value[1], &model->name);
-            return NGX_CONF_ERROR;
-        }
-
-        return NGX_CONF_OK;
+    if (rv != NGX_CONF_OK && rv != NGX_CONF_ERROR) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid \"%V\" in llm_router_model \"%V\": %s",
+                           &value[0], &model->name, rv);
+        return NGX_CONF_ERROR;
     }
 
-    if (ngx_strcmp(name->data, "key") == 0
-        || ngx_strcmp(name->data, "key_file") == 0)
+    return rv;
+}
+
+
+static char *
+ngx_http_llm_router_set_url(ngx_conf_t *cf, ngx_http_llm_router_model_t *model,
+    ngx_str_t *value)
+{
+    size_t     skip;
+    ngx_url_t  u;
+
+    if (ngx_strncasecmp(value->data, (u_char *) "http://", 7) == 0) {
+        skip = 7;
+
+    } else if (ngx_strncasecmp(value->data, (u_char *) "https://", 8) == 0) {
+        skip = 8;
+
+    } else {
+        return "an http:// or https:// URL expected";
+    }
+
+    ngx_memzero(&u, sizeof(ngx_url_t));
+
+    u.url.data = value->data + skip;
+    u.url.len = value->len - skip;
+    u.no_resolve = 1;
+    u.uri_part = 1;
+
+    if (ngx_parse_url(cf->pool, &u) != NGX_OK || u.host.len == 0) {
+        return "an http:// or https:// URL with a host expected";
+    }
+
+    model->url = *value;
+
+    return NGX_CONF_OK;
+}
+
+
+static char *
+ngx_http_llm_router_set_model(ngx_conf_t *cf,
+    ngx_http_llm_router_model_t *model, ngx_str_t *value)
+{
+    model->upstream = *value;
+
+    return NGX_CONF_OK;
+}
+
+
+static char *
+ngx_http_llm_router_set_auth(ngx_conf_t *cf,
+    ngx_http_llm_router_model_t *model, ngx_str_t *value)
+{
+    ngx_uint_t  i;
+
+    for (i = 0; i < sizeof(ngx_http_llm_router_auth_names)
+                    / sizeof(ngx_str_t); i++)
     {
-        if (model->key) {
-            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                               "duplicate key in llm_router_model \"%V\"",
-                               &model->name);
-            return NGX_CONF_ERROR;
-        }
-
-        if (name->len == sizeof("key_file") - 1) {
-            return ngx_http_llm_router_key_file(cf, model, &value[1]);
-        }
-
-        model->key = ngx_palloc(cf->pool, sizeof(ngx_http_complex_value_t));
-        if (model->key == NULL) {
-            return NGX_CONF_ERROR;
-        }
-
-        ngx_memzero(&ccv, sizeof(ngx_http_compile_complex_value_t));
-
-        ccv.cf = cf;
-        ccv.value = &value[1];
-        ccv.complex_value = model->key;
-
-        if (ngx_http_compile_complex_value(&ccv) != NGX_OK) {
-            return NGX_CONF_ERROR;
-        }
-
-        return NGX_CONF_OK;
-    }
-
-    if (ngx_strcmp(name->data, "price") == 0) {
-
-        if (nargs != 2
-            || llmr_price_parse(value[1].data, value[1].len, &model->price_in)
-               != LLMR_OK
-            || llmr_price_parse(value[2].data, value[2].len,
-                                &model->price_out)
-               != LLMR_OK)
+        if (ngx_http_llm_router_auth_names[i].len == value->len
+            && ngx_strcmp(ngx_http_llm_router_auth_names[i].data,
+                          value->data) == 0)
         {
-            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                               "invalid \"price\" in llm_router_model "
-                               "\"%V\": two prices in USD per million tokens "
-                               "(input, output) expected, at most 1000 with "
-                               "6 decimals", &model->name);
-            return NGX_CONF_ERROR;
+            model->auth = i;
+            return NGX_CONF_OK;
         }
-
-        return NGX_CONF_OK;
     }
 
-    if (ngx_strcmp(name->data, "context") == 0) {
-        model->context = ngx_atoi(value[1].data, value[1].len);
+    return "bearer, x-api-key, api-key or none expected";
+}
 
-        if (model->context == (ngx_uint_t) NGX_ERROR) {
-            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                               "invalid \"context\" \"%V\" in "
-                               "llm_router_model \"%V\"",
-                               &value[1], &model->name);
-            return NGX_CONF_ERROR;
-        }
 
-        return NGX_CONF_OK;
+static char *
+ngx_http_llm_router_set_key(ngx_conf_t *cf, ngx_http_llm_router_model_t *model,
+    ngx_str_t *value)
+{
+    ngx_http_compile_complex_value_t  ccv;
+
+    model->key = ngx_palloc(cf->pool, sizeof(ngx_http_complex_value_t));
+    if (model->key == NULL) {
+        return NGX_CONF_ERROR;
     }
 
-    ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                       "unknown directive \"%V\" in llm_router_model \"%V\"",
-                       name, &model->name);
+    ngx_memzero(&ccv, sizeof(ngx_http_compile_complex_value_t));
 
-    return NGX_CONF_ERROR;
+    ccv.cf = cf;
+    ccv.value = value;
+    ccv.complex_value = model->key;
+
+    if (ngx_http_compile_complex_value(&ccv) != NGX_OK) {
+        return NGX_CONF_ERROR;
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+static char *
+ngx_http_llm_router_set_price(ngx_conf_t *cf,
+    ngx_http_llm_router_model_t *model, ngx_str_t *value)
+{
+    if (llmr_price_parse(value[0].data, value[0].len, &model->price_in)
+        != LLMR_OK
+        || llmr_price_parse(value[1].data, value[1].len, &model->price_out)
+           != LLMR_OK)
+    {
+        return "two prices in USD per million tokens (input, output) "
+               "expected, at most 1000 with 6 decimals";
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+static char *
+ngx_http_llm_router_set_context(ngx_conf_t *cf,
+    ngx_http_llm_router_model_t *model, ngx_str_t *value)
+{
+    ngx_int_t  n;
+
+    n = ngx_atoi(value->data, value->len);
+
+    if (n == NGX_ERROR) {
+        return "a number of tokens expected";
+    }
+
+    model->context = n;
+
+    return NGX_CONF_OK;
 }
 
 
@@ -362,7 +448,7 @@ ngx_http_llm_router_model_option(ngx_conf_t *cf, ngx_command_t *dummy,
  */
 
 static char *
-ngx_http_llm_router_key_file(ngx_conf_t *cf,
+ngx_http_llm_router_set_key_file(ngx_conf_t *cf,
     ngx_http_llm_router_model_t *model, ngx_str_t *name)
 {
     u_char           *p, *last;
@@ -494,7 +580,9 @@ ngx_http_llm_router_keywords(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     for (i = 2; i < cf->args->nelts; i++) {
 
         for (k = 0; k < value[i].len; k++) {
-            if (value[i].data[k] != ' ' && value[i].data[k] != '\t') {
+            if (value[i].data[k] != ' ' && value[i].data[k] != '\t'
+                && value[i].data[k] != '\r' && value[i].data[k] != '\n')
+            {
                 break;
             }
         }
@@ -548,6 +636,17 @@ ngx_http_llm_router_rule(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         if (llcf->rules == NULL || llcf->sources == NULL) {
             return NGX_CONF_ERROR;
         }
+    }
+
+    /* the names the log gives to pinned and default decisions */
+
+    if (ngx_strcmp(value[1].data, "client") == 0
+        || ngx_strcmp(value[1].data, "default") == 0)
+    {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "rule name \"%V\" is reserved in "
+                           "\"llm_router_rule\"", &value[1]);
+        return NGX_CONF_ERROR;
     }
 
     rule = llcf->rules->elts;

@@ -33,6 +33,7 @@ typedef struct {
     uint64_t                       price_in;
     uint64_t                       price_out;
     ngx_uint_t                     context;
+    ngx_uint_t                     set;        /* options seen, a bit each */
 } ngx_http_llm_router_model_t;
 
 

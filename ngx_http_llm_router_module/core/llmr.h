@@ -2,9 +2,10 @@
 /*
  * Copyright (C) the ngx_http_llm_router_module authors
  *
- * The routing core: plain C99 and yajl, no NGINX headers.  The module,
- * the llm-router command, the unit tests and the fuzzers all link it, so
- * a decision made offline is bit-identical to one made inside NGINX.
+ * The routing core: plain C99 and yajl, no NGINX headers.  The module
+ * and the unit tests link it, and offline tools are to link the same
+ * code, so that a decision made offline is bit-identical to one made
+ * inside NGINX.
  */
 
 
@@ -114,6 +115,10 @@ typedef struct {
     uint64_t               msg_keywords;
     unsigned               msg_role;
 
+    /* the current turn, and the history window before it */
+    llmr_message_t         turn;
+    llmr_message_t         window;
+
     /* the last messages, a ring, for the history window */
     llmr_message_t         ring[LLMR_HISTORY_MAX];
     unsigned               ring_next;
@@ -222,7 +227,7 @@ typedef struct {
     unsigned               key_len;
     unsigned char          key[24];
 
-    uint64_t               content_bytes;       /* of "content" strings */
+    uint64_t               content_bytes;       /* of the answer text */
 } llmr_usage_t;
 
 void llmr_usage_init(llmr_usage_t *u, int sse);

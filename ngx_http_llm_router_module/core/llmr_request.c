@@ -440,6 +440,12 @@ llmr_string(void *ctx, const unsigned char *p, size_t len)
         return 1;
     }
 
+    if (rq->key[1] == LLMR_KEY_TOOLS || rq->key[1] == LLMR_KEY_FUNCTIONS) {
+        /* tool definitions are billed as prompt */
+        rq->f.prompt_tokens += llmr_estimate_tokens(p, len);
+        return 1;
+    }
+
     if (rq->depth < 3 || rq->key[1] != LLMR_KEY_MESSAGES) {
         return 1;
     }
@@ -616,14 +622,15 @@ llmr_end_array(void *ctx)
 
 /*
  * The current message is the last one from the user (or the last one
- * when no user spoke); the history window is the messages before it.
+ * when no user spoke).  The turn is that message and everything after
+ * it, such as tool results in an agent loop; the history window is the
+ * messages before it.
  */
 
 static void
 llmr_message_done(llmr_request_t *rq)
 {
-    unsigned          k, window, code_window;
-    uint32_t          tokens;
+    unsigned          k, window;
     llmr_message_t   *m;
     llmr_features_t  *f;
 
@@ -635,25 +642,32 @@ llmr_message_done(llmr_request_t *rq)
     if (rq->msg_role || !rq->seen_user) {
         rq->seen_user |= rq->msg_role;
 
-        window = rq->history < rq->ring_len ? rq->history : rq->ring_len;
-        code_window = window < 3 ? window : 3;
+        rq->turn = rq->msg;
+        rq->window.tokens = 0;
+        rq->window.code = 0;
 
-        tokens = rq->msg.tokens;
-        f->code = rq->msg.code;
+        window = rq->history < rq->ring_len ? rq->history : rq->ring_len;
 
         for (k = 1; k <= window; k++) {
             m = &rq->ring[(rq->ring_next + LLMR_HISTORY_MAX - k)
                           % LLMR_HISTORY_MAX];
-            tokens += m->tokens;
 
-            if (k <= code_window && m->code) {
-                f->code = 1;
+            rq->window.tokens += m->tokens;
+
+            if (k <= 3) {
+                rq->window.code |= m->code;
             }
         }
 
-        f->est_tokens = tokens;
         f->keywords = rq->msg_keywords;
+
+    } else {
+        rq->turn.tokens += rq->msg.tokens;
+        rq->turn.code |= rq->msg.code;
     }
+
+    f->est_tokens = rq->turn.tokens + rq->window.tokens;
+    f->code = rq->turn.code || rq->window.code;
 
     rq->ring[rq->ring_next] = rq->msg;
     rq->ring_next = (rq->ring_next + 1) % LLMR_HISTORY_MAX;

@@ -251,7 +251,9 @@ llmr_usage_byte(llmr_usage_t *u, unsigned char c)
 static void
 llmr_usage_key(llmr_usage_t *u)
 {
-    if (llmr_usage_key_is(u, "content")) {
+    if (llmr_usage_key_is(u, "content")
+        || llmr_usage_key_is(u, "arguments"))
+    {
         u->field = LLMR_FIELD_CONTENT;
 
     } else if (u->depth == 1 && llmr_usage_key_is(u, "usage")) {
@@ -289,7 +291,8 @@ llmr_usage_key_is(llmr_usage_t *u, const char *name)
 
 /*
  * When a provider sends no usage, the completion is estimated from the
- * text of its "content" strings, at four bytes a token.
+ * text of its "content" and tool call "arguments" strings, at four bytes
+ * a token.
  */
 
 uint64_t

@@ -211,6 +211,15 @@ test_features(void)
     tap_is(rq.f.model_present, 0, "features: no model");
     tap_is(rq.f.max_tokens, -1, "features: no max_tokens");
 
+    body = "{\"messages\":[{\"role\":\"user\",\"content\":\"hi\"},"
+           "{\"role\":\"assistant\",\"tool_calls\":[{\"function\":"
+           "{\"arguments\":\"{}\"}}]},"
+           "{\"role\":\"tool\",\"content\":\"```\\nlong output\\n```\"}]}";
+
+    parse(&rq, body, 0, 0);
+    tap_is(rq.f.code, 1, "features: the turn includes tool results");
+    tap_ok(rq.f.est_tokens > 5, "features: the turn's tokens add up");
+
     body = "{\"messages\":[{\"role\":\"system\",\"content\":\"analyze\"}]}";
 
     parse(&rq, body, 0, 6);
