@@ -1,7 +1,8 @@
 # ngx_http_llm_router_module
 #
 #   make            build/ngx_http_llm_router_module.so against Debian's nginx
-#                   (nginx-dev), or NGINX_SRC=/path/to/nginx-x.y.z make
+#                   (nginx-dev), or NGINX_SRC=/path/to/nginx-x.y.z make;
+#                   and build/llm-router, the offline companion
 #   make test       install what the tests need, build, run every test
 #   make demo       route between two local mock providers on 127.0.0.1:8080
 
@@ -20,6 +21,10 @@ CORE_CFLAGS := -std=c99 -O2 -g -Wall -Wextra -pedantic -Werror -I$(CORE_DIR)
 
 UNIT_TESTS  := $(patsubst t/unit/%.c,$(BUILD)/t/%,$(wildcard t/unit/*.c))
 
+CLI         := $(BUILD)/llm-router
+CLI_SRCS    := $(wildcard tools/llm-router/*.c)
+CLI_CFLAGS  := $(CORE_CFLAGS) -D_POSIX_C_SOURCE=200809L -Itools/llm-router
+
 # Debian's nginx is built --with-compat; its configure flags are shipped
 # in nginx-dev, and a module built with them loads into that nginx.
 ifeq ($(NGINX_SRC),)
@@ -31,9 +36,13 @@ CONFIGURE := $$(test -x configure && echo ./configure \
 NGINX_TREE := $(NGINX_SRC)
 endif
 
-.PHONY: all deps test unit demo clean FORCE
+.PHONY: all module cli deps test unit demo clean FORCE
 
-all: $(MODULE)
+all: module cli
+
+module: $(MODULE)
+
+cli: $(CLI)
 
 # the tree is configured again when NGINX_SRC changes
 $(BUILD)/nginx-tree: FORCE
@@ -54,9 +63,14 @@ $(MODULE): $(NGINX_BUILD)/objs/Makefile $(MODULE_DEPS)
 	cp $(NGINX_BUILD)/objs/ngx_http_llm_router_module.so $@.tmp
 	mv -f $@.tmp $@
 
+$(CLI): $(CLI_SRCS) tools/llm-router/llm_router.h $(CORE_SRCS) \
+        $(CORE_DIR)/llmr.h
+	mkdir -p $(BUILD)
+	$(CC) $(CLI_CFLAGS) -o $@ $(CLI_SRCS) $(CORE_SRCS) -lyajl -lcurl -lm
+
 $(BUILD)/t/%: t/unit/%.c $(CORE_SRCS) $(CORE_DIR)/llmr.h
 	mkdir -p $(BUILD)/t
-	$(CC) $(CORE_CFLAGS) -o $@ $< $(CORE_SRCS) -lyajl
+	$(CC) $(CORE_CFLAGS) -o $@ $< $(CORE_SRCS) -lyajl -lm
 
 unit: $(UNIT_TESTS)
 

@@ -128,6 +128,8 @@ ngx_http_llm_router_handler(ngx_http_request_t *r)
     cln->handler = ngx_http_llm_router_cleanup;
     cln->data = ctx;
 
+    ctx->request.classifier = llcf->classifier;
+
     ctx->status = NGX_DONE;
 
     if (r->request_body) {
@@ -245,7 +247,8 @@ static ngx_int_t
 ngx_http_llm_router_route(ngx_http_request_t *r,
     ngx_http_llm_router_ctx_t *ctx)
 {
-    ngx_int_t  rc;
+    ngx_int_t                        rc;
+    ngx_http_llm_router_loc_conf_t  *llcf;
 
     if (llmr_request_finish(&ctx->request) != LLMR_OK) {
         ctx->error.data = (u_char *) ctx->request.error;
@@ -260,6 +263,14 @@ ngx_http_llm_router_route(ngx_http_request_t *r,
     rc = ngx_http_llm_router_decide(r, ctx);
     if (rc != NGX_OK) {
         return rc;
+    }
+
+    llcf = ngx_http_get_module_loc_conf(r, ngx_http_llm_router_module);
+
+    if (llcf->explain) {
+        /* nothing goes upstream: the body and headers stay as they are */
+        ctx->routed = 1;
+        return NGX_DECLINED;
     }
 
     rc = ngx_http_llm_router_credentials(r, ctx);

@@ -38,6 +38,12 @@ static char *ngx_http_llm_router_var_cond(ngx_conf_t *cf,
     ngx_http_llm_router_loc_conf_t *llcf, llmr_cond_t *cond);
 static char *ngx_http_llm_router_default(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
+static char *ngx_http_llm_router_classifier(ngx_conf_t *cf,
+    ngx_command_t *cmd, void *conf);
+static char *ngx_http_llm_router_load_classifier(ngx_conf_t *cf,
+    ngx_str_t *path, llmr_classifier_t *c);
+static char *ngx_http_llm_router_explain(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
 static ngx_int_t ngx_http_llm_router_find(ngx_array_t *a, ngx_str_t *name);
 static ngx_int_t ngx_http_llm_router_resolve(ngx_conf_t *cf,
     ngx_http_llm_router_loc_conf_t *conf);
@@ -130,6 +136,20 @@ static ngx_command_t  ngx_http_llm_router_commands[] = {
     { ngx_string("llm_router_default"),
       NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
       ngx_http_llm_router_default,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("llm_router_classifier"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_http_llm_router_classifier,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("llm_router_explain"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
+      ngx_http_llm_router_explain,
       NGX_HTTP_LOC_CONF_OFFSET,
       0,
       NULL },
@@ -819,6 +839,160 @@ ngx_http_llm_router_default(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 }
 
 
+/*
+ * A classifier file is read once per configuration, however many
+ * locations use it; a reload reads it again.
+ */
+
+static char *
+ngx_http_llm_router_classifier(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf)
+{
+    ngx_http_llm_router_loc_conf_t *llcf = conf;
+
+    char                              *rv;
+    ngx_str_t                         *value, path;
+    ngx_uint_t                         i;
+    ngx_http_llm_router_classifier_t  *c;
+    ngx_http_llm_router_main_conf_t   *lmcf;
+
+    if (llcf->classifier != NGX_CONF_UNSET_PTR) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    if (ngx_strcmp(value[1].data, "off") == 0) {
+        llcf->classifier = NULL;
+        return NGX_CONF_OK;
+    }
+
+    path = value[1];
+
+    if (ngx_conf_full_name(cf->cycle, &path, 1) != NGX_OK) {
+        return NGX_CONF_ERROR;
+    }
+
+    lmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_llm_router_module);
+
+    c = lmcf->classifiers.elts;
+
+    for (i = 0; i < lmcf->classifiers.nelts; i++) {
+        if (c[i].path.len == path.len
+            && ngx_strncmp(c[i].path.data, path.data, path.len) == 0)
+        {
+            llcf->classifier = &c[i].classifier;
+            return NGX_CONF_OK;
+        }
+    }
+
+    c = ngx_array_push(&lmcf->classifiers);
+    if (c == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    c->path = path;
+
+    rv = ngx_http_llm_router_load_classifier(cf, &path, &c->classifier);
+    if (rv != NGX_CONF_OK) {
+        return rv;
+    }
+
+    llcf->classifier = &c->classifier;
+
+    return NGX_CONF_OK;
+}
+
+
+static char *
+ngx_http_llm_router_load_classifier(ngx_conf_t *cf, ngx_str_t *path,
+    llmr_classifier_t *c)
+{
+    char              err[LLMR_ERROR_MAX];
+    u_char           *p;
+    size_t            size;
+    ssize_t           n;
+    ngx_file_t        file;
+    ngx_file_info_t   fi;
+
+    ngx_memzero(&file, sizeof(ngx_file_t));
+
+    file.name = *path;
+    file.log = cf->log;
+
+    file.fd = ngx_open_file(path->data, NGX_FILE_RDONLY, NGX_FILE_OPEN, 0);
+
+    if (file.fd == NGX_INVALID_FILE) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, ngx_errno,
+                           "llm_router_classifier: " ngx_open_file_n
+                           " \"%s\" failed", path->data);
+        return NGX_CONF_ERROR;
+    }
+
+    n = NGX_ERROR;
+    p = NULL;
+    size = 0;
+
+    if (ngx_fd_info(file.fd, &fi) != NGX_FILE_ERROR
+        && ngx_file_size(&fi)
+           <= (off_t) llmr_classifier_size(LLMR_CLASSIFIER_BITS_MAX))
+    {
+        size = ngx_file_size(&fi);
+
+        /* aligned for the weights, which are read in place */
+        p = ngx_palloc(cf->pool, size + 1);
+
+        if (p) {
+            n = ngx_read_file(&file, p, size, 0);
+        }
+    }
+
+    if (ngx_close_file(file.fd) == NGX_FILE_ERROR) {
+        ngx_log_error(NGX_LOG_ALERT, cf->log, ngx_errno,
+                      ngx_close_file_n " \"%s\" failed", path->data);
+    }
+
+    if (p == NULL || n != (ssize_t) size) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "llm_router_classifier: cannot read \"%s\"",
+                           path->data);
+        return NGX_CONF_ERROR;
+    }
+
+    if (llmr_classifier_load(c, p, size, err, sizeof(err)) != LLMR_OK) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "llm_router_classifier \"%s\": %s",
+                           path->data, err);
+        return NGX_CONF_ERROR;
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+static char *
+ngx_http_llm_router_explain(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_llm_router_loc_conf_t *llcf = conf;
+
+    ngx_http_core_loc_conf_t  *clcf;
+
+    if (llcf->explain != NGX_CONF_UNSET) {
+        return "is duplicate";
+    }
+
+    /* the decision is made as usual, then answered instead of proxied */
+
+    llcf->explain = 1;
+    llcf->enable = 1;
+
+    clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
+    clcf->handler = ngx_http_llm_router_explain_handler;
+
+    return NGX_CONF_OK;
+}
+
+
 /* models and keyword lists alike start with their name */
 
 static ngx_int_t
@@ -891,6 +1065,9 @@ ngx_http_llm_router_create_main_conf(ngx_conf_t *cf)
         != NGX_OK
         || ngx_array_init(&lmcf->lists, cf->pool, 4,
                           sizeof(ngx_http_llm_router_keywords_t))
+           != NGX_OK
+        || ngx_array_init(&lmcf->classifiers, cf->pool, 2,
+                          sizeof(ngx_http_llm_router_classifier_t))
            != NGX_OK)
     {
         return NULL;
@@ -997,6 +1174,8 @@ ngx_http_llm_router_create_loc_conf(ngx_conf_t *cf)
      */
 
     llcf->enable = NGX_CONF_UNSET;
+    llcf->explain = NGX_CONF_UNSET;
+    llcf->classifier = NGX_CONF_UNSET_PTR;
     llcf->pin = NGX_CONF_UNSET;
     llcf->history = NGX_CONF_UNSET;
 
@@ -1011,6 +1190,12 @@ ngx_http_llm_router_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     ngx_http_llm_router_loc_conf_t *conf = child;
 
     ngx_conf_merge_value(conf->enable, prev->enable, 0);
+    /* not inherited: only the location itself answers with its decision */
+    if (conf->explain == NGX_CONF_UNSET) {
+        conf->explain = 0;
+    }
+
+    ngx_conf_merge_ptr_value(conf->classifier, prev->classifier, NULL);
     ngx_conf_merge_value(conf->pin, prev->pin, 1);
     ngx_conf_merge_value(conf->history, prev->history, 6);
 
@@ -1096,6 +1281,18 @@ ngx_http_llm_router_resolve(ngx_conf_t *cf,
 
         for (k = 0; k < rule[i].nconds; k++) {
             cond = &rule[i].conds[k];
+
+            if ((cond->type == LLMR_COND_SCORE_GT
+                 || cond->type == LLMR_COND_SCORE_LT)
+                && conf->enable && conf->classifier == NULL)
+            {
+                ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
+                              "a \"score\" condition needs "
+                              "\"llm_router_classifier\" in "
+                              "\"llm_router_rule\" in %s:%ui",
+                              src[i].file, src[i].line);
+                return NGX_ERROR;
+            }
 
             if (cond->type != LLMR_COND_KEYWORDS) {
                 continue;

@@ -44,8 +44,16 @@ typedef struct {
 
 
 typedef struct {
+    ngx_str_t                      path;
+    llmr_classifier_t              classifier;
+} ngx_http_llm_router_classifier_t;
+
+
+typedef struct {
     ngx_array_t                    models;    /* ngx_http_llm_router_model_t */
     ngx_array_t                    lists;  /* ngx_http_llm_router_keywords_t */
+    ngx_array_t                    classifiers;
+                                       /* ngx_http_llm_router_classifier_t */
 
     llmr_model_t                  *core_models;
     llmr_keywords_t                keywords;
@@ -83,7 +91,10 @@ typedef struct {
     ngx_uint_t                     default_line;
     ngx_http_llm_router_model_t   *default_model;
 
+    llmr_classifier_t             *classifier;
+
     ngx_flag_t                     enable;
+    ngx_flag_t                     explain;
     ngx_flag_t                     pin;
     ngx_int_t                      history;
 } ngx_http_llm_router_loc_conf_t;
@@ -114,8 +125,16 @@ ngx_int_t ngx_http_llm_router_request_body_init(ngx_conf_t *cf);
 ngx_int_t ngx_http_llm_router_filter_init(ngx_conf_t *cf);
 ngx_int_t ngx_http_llm_router_add_variables(ngx_conf_t *cf);
 
+ngx_int_t ngx_http_llm_router_explain_handler(ngx_http_request_t *r);
+
 ngx_http_llm_router_ctx_t *ngx_http_llm_router_create_ctx(
     ngx_http_request_t *r);
+
+size_t ngx_http_llm_router_decision_size(ngx_http_llm_router_ctx_t *ctx);
+u_char *ngx_http_llm_router_decision(u_char *p,
+    ngx_http_llm_router_ctx_t *ctx);
+size_t ngx_http_llm_router_json_size(ngx_str_t *s);
+u_char *ngx_http_llm_router_json(u_char *p, ngx_str_t *s);
 
 
 extern ngx_module_t  ngx_http_llm_router_module;

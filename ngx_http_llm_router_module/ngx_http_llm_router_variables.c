@@ -23,6 +23,8 @@ static ngx_int_t ngx_http_llm_router_rule_variable(ngx_http_request_t *r,
     ngx_http_variable_value_t *v, uintptr_t data);
 static ngx_int_t ngx_http_llm_router_est_tokens_variable(
     ngx_http_request_t *r, ngx_http_variable_value_t *v, uintptr_t data);
+static ngx_int_t ngx_http_llm_router_score_variable(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v, uintptr_t data);
 static ngx_int_t ngx_http_llm_router_cost_variable(ngx_http_request_t *r,
     ngx_http_variable_value_t *v, uintptr_t data);
 static ngx_int_t ngx_http_llm_router_log_variable(ngx_http_request_t *r,
@@ -33,8 +35,6 @@ static void ngx_http_llm_router_value(ngx_http_variable_value_t *v,
     u_char *data, size_t len);
 static void ngx_http_llm_router_account(ngx_http_request_t *r,
     ngx_http_llm_router_ctx_t *ctx, ngx_http_llm_router_account_t *a);
-static size_t ngx_http_llm_router_json_size(ngx_str_t *s);
-static u_char *ngx_http_llm_router_json(u_char *p, ngx_str_t *s);
 
 
 static ngx_http_variable_t  ngx_http_llm_router_vars[] = {
@@ -60,6 +60,10 @@ static ngx_http_variable_t  ngx_http_llm_router_vars[] = {
 
     { ngx_string("llm_router_est_tokens"), NULL,
       ngx_http_llm_router_est_tokens_variable, 0,
+      NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
+    { ngx_string("llm_router_score"), NULL,
+      ngx_http_llm_router_score_variable, 0,
       NGX_HTTP_VAR_NOCACHEABLE, 0 },
 
     { ngx_string("llm_router_cost"), NULL,
@@ -186,6 +190,35 @@ ngx_http_llm_router_est_tokens_variable(ngx_http_request_t *r,
 
 
 static ngx_int_t
+ngx_http_llm_router_score_variable(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v, uintptr_t data)
+{
+    u_char                     *p;
+    ngx_http_llm_router_ctx_t  *ctx;
+
+    ctx = ngx_http_llm_router_routed(r, v);
+    if (ctx == NULL) {
+        return NGX_OK;
+    }
+
+    if (ctx->request.f.score < 0) {
+        v->not_found = 1;
+        return NGX_OK;
+    }
+
+    p = ngx_pnalloc(r->pool, LLMR_SCORE_MAX);
+    if (p == NULL) {
+        return NGX_ERROR;
+    }
+
+    ngx_http_llm_router_value(v, p,
+                              llmr_score_format(p, ctx->request.f.score));
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
 ngx_http_llm_router_cost_variable(ngx_http_request_t *r,
     ngx_http_variable_value_t *v, uintptr_t data)
 {
@@ -250,11 +283,72 @@ ngx_http_llm_router_account(ngx_http_request_t *r,
 }
 
 
+#define NGX_HTTP_LLM_ROUTER_DECISION_FIELDS                                   \
+    "\"model\":,\"upstream_model\":,\"rule\":,\"stream\":false,"             \
+    "\"messages\":,\"est_tokens\":,\"score\":"
+
+
+/*
+ * The decision, shared by the log record and llm_router_explain: nulls
+ * and zeros for a request that was not routed.
+ */
+
+size_t
+ngx_http_llm_router_decision_size(ngx_http_llm_router_ctx_t *ctx)
+{
+    size_t  len;
+
+    len = sizeof(NGX_HTTP_LLM_ROUTER_DECISION_FIELDS) - 1
+          + 2 * NGX_INT32_LEN + LLMR_SCORE_MAX;
+
+    if (ctx == NULL || !ctx->routed) {
+        return len + 3 * (sizeof("null") - 1);
+    }
+
+    return len + ngx_http_llm_router_json_size(&ctx->model->name)
+           + ngx_http_llm_router_json_size(&ctx->model->upstream)
+           + ngx_http_llm_router_json_size(&ctx->rule);
+}
+
+
+u_char *
+ngx_http_llm_router_decision(u_char *p, ngx_http_llm_router_ctx_t *ctx)
+{
+    ngx_str_t               none;
+    const llmr_features_t  *f;
+    static const llmr_features_t  nothing = { .score = -1 };
+
+    ngx_str_null(&none);
+
+    if (ctx == NULL || !ctx->routed) {
+        f = &nothing;
+        p = ngx_cpymem(p, "\"model\":null,\"upstream_model\":null,"
+                          "\"rule\":null",
+                       sizeof("\"model\":null,\"upstream_model\":null,"
+                              "\"rule\":null") - 1);
+
+    } else {
+        f = &ctx->request.f;
+        p = ngx_cpymem(p, "\"model\":", sizeof("\"model\":") - 1);
+        p = ngx_http_llm_router_json(p, &ctx->model->name);
+        p = ngx_cpymem(p, ",\"upstream_model\":",
+                       sizeof(",\"upstream_model\":") - 1);
+        p = ngx_http_llm_router_json(p, &ctx->model->upstream);
+        p = ngx_cpymem(p, ",\"rule\":", sizeof(",\"rule\":") - 1);
+        p = ngx_http_llm_router_json(p, &ctx->rule);
+    }
+
+    p = ngx_sprintf(p, ",\"stream\":%s,\"messages\":%uD,\"est_tokens\":%uD,"
+                    "\"score\":", f->stream ? "true" : "false",
+                    f->messages, f->est_tokens);
+
+    return p + llmr_score_format(p, f->score);
+}
+
+
 #define NGX_HTTP_LLM_ROUTER_LOG_FIELDS                                        \
-    "{\"model\":,\"upstream_model\":,\"rule\":,\"stream\":false,"             \
-    "\"messages\":,\"est_tokens\":,\"prompt_tokens\":,"                       \
-    "\"completion_tokens\":,\"usage_source\":\"\",\"cost_usd\":,"             \
-    "\"status\":,\"latency_ms\":,\"error\":}"
+    "{,\"prompt_tokens\":,\"completion_tokens\":,\"usage_source\":\"\","     \
+    "\"cost_usd\":,\"status\":,\"latency_ms\":,\"error\":}"
 
 
 static ngx_int_t
@@ -263,15 +357,12 @@ ngx_http_llm_router_log_variable(ngx_http_request_t *r,
 {
     u_char                          *p, *start;
     size_t                           len;
-    ngx_str_t                        none, *model, *upstream, *rule;
     ngx_msec_int_t                   ms;
     ngx_time_t                      *tp;
     ngx_uint_t                       status;
-    const llmr_features_t           *f;
     ngx_http_llm_router_ctx_t       *ctx;
     ngx_http_llm_router_account_t    a;
     ngx_http_llm_router_loc_conf_t  *llcf;
-    static const llmr_features_t     nothing;
 
     llcf = ngx_http_get_module_loc_conf(r, ngx_http_llm_router_module);
     ctx = ngx_http_get_module_ctx(r, ngx_http_llm_router_module);
@@ -279,20 +370,6 @@ ngx_http_llm_router_log_variable(ngx_http_request_t *r,
     if (!llcf->enable && ctx == NULL) {
         v->not_found = 1;
         return NGX_OK;
-    }
-
-    ngx_str_null(&none);
-
-    model = &none;
-    upstream = &none;
-    rule = &none;
-    f = &nothing;
-
-    if (ctx && ctx->routed) {
-        model = &ctx->model->name;
-        upstream = &ctx->model->upstream;
-        rule = &ctx->rule;
-        f = &ctx->request.f;
     }
 
     ngx_http_llm_router_account(r, ctx, &a);
@@ -305,29 +382,21 @@ ngx_http_llm_router_log_variable(ngx_http_request_t *r,
     ms = ngx_max(ms, 0);
 
     len = sizeof(NGX_HTTP_LLM_ROUTER_LOG_FIELDS) - 1
-          + ngx_http_llm_router_json_size(model)
-          + ngx_http_llm_router_json_size(upstream)
-          + ngx_http_llm_router_json_size(rule)
+          + ngx_http_llm_router_decision_size(ctx)
           + (ctx ? ngx_http_llm_router_json_size(&ctx->error) : 0)
-          + 6 * NGX_INT64_LEN + LLMR_USD_MAX + a.source.len + NGX_TIME_T_LEN;
+          + 4 * NGX_INT64_LEN + LLMR_USD_MAX + a.source.len;
 
     start = ngx_pnalloc(r->pool, len);
     if (start == NULL) {
         return NGX_ERROR;
     }
 
-    p = ngx_cpymem(start, "{\"model\":", sizeof("{\"model\":") - 1);
-    p = ngx_http_llm_router_json(p, model);
-    p = ngx_cpymem(p, ",\"upstream_model\":",
-                   sizeof(",\"upstream_model\":") - 1);
-    p = ngx_http_llm_router_json(p, upstream);
-    p = ngx_cpymem(p, ",\"rule\":", sizeof(",\"rule\":") - 1);
-    p = ngx_http_llm_router_json(p, rule);
+    p = start;
+    *p++ = '{';
+    p = ngx_http_llm_router_decision(p, ctx);
 
-    p = ngx_sprintf(p, ",\"stream\":%s,\"messages\":%uD,\"est_tokens\":%uD,"
-                    "\"prompt_tokens\":%uL,\"completion_tokens\":%uL,"
+    p = ngx_sprintf(p, ",\"prompt_tokens\":%uL,\"completion_tokens\":%uL,"
                     "\"usage_source\":\"%V\",\"cost_usd\":",
-                    f->stream ? "true" : "false", f->messages, f->est_tokens,
                     a.prompt, a.completion, &a.source);
 
     p += llmr_usd_format(p, a.cost);
@@ -347,7 +416,7 @@ ngx_http_llm_router_log_variable(ngx_http_request_t *r,
 }
 
 
-static size_t
+size_t
 ngx_http_llm_router_json_size(ngx_str_t *s)
 {
     if (s->data == NULL) {
@@ -360,7 +429,7 @@ ngx_http_llm_router_json_size(ngx_str_t *s)
 
 /* a JSON string, or null for a value that does not exist */
 
-static u_char *
+u_char *
 ngx_http_llm_router_json(u_char *p, ngx_str_t *s)
 {
     if (s->data == NULL) {

@@ -76,6 +76,12 @@ EOF
 my $fence = "Why does this fail?\n```\nx = 1\n```";
 my $big = words(2500);
 my $chat = 'tell me more about it';
+
+# an assistant message calling a tool, as in an agent loop
+sub tool_call {
+    return { role => 'assistant', content => undef, tool_calls => [{
+        id => 'c1', type => 'function', function => { name => 'read_file', arguments => '{}' } }] };
+}
 my %gold = ('X-Tier' => 'gold');
 
 # [name, path, messages, expected route, extra request headers, extra fields]
@@ -101,6 +107,12 @@ my @cases = (
      [convo($big, 'a', 'b', 'c', 'd', 'e', 'now?')], 'large/long@large:gpt-4o'],
     ['8 messages back is outside the window', '/v1/chat/completions',
      [convo($big, 'a', 'b', 'c', 'd', 'e', 'f', 'g', 'now?')], 'mini/default@mini:gpt-4o-mini'],
+    ['the current turn includes tool results (tokens)', '/v1/chat/completions',
+     [user('Summarize the file'), tool_call(), { role => 'tool', tool_call_id => 'c1', content => words(3000) }],
+     'large/long@large:gpt-4o'],
+    ['the current turn includes tool results (code)', '/v1/chat/completions',
+     [user('Why does it fail?'), tool_call(), { role => 'tool', tool_call_id => 'c1', content => $fence }],
+     'coder/code@large:gpt-coder'],
     ['keyword', '/v1/chat/completions',
      [user('Please analyze these numbers')], 'large/complex@large:gpt-4o'],
     ['keyword is case-insensitive', '/v1/chat/completions',
@@ -109,6 +121,14 @@ my @cases = (
      [user('Explain why the sky is blue')], 'large/complex@large:gpt-4o'],
     ['keyword before punctuation', '/v1/chat/completions',
      [user('Can you compare?')], 'large/complex@large:gpt-4o'],
+    ['phrase across a run of white space', '/v1/chat/completions',
+     [user("Explain \n\t why it works")], 'large/complex@large:gpt-4o'],
+    ['no match inside a word', '/v1/chat/completions',
+     [user('Please reanalyze it')], 'mini/default@mini:gpt-4o-mini'],
+    ['a phrase does not span content parts', '/v1/chat/completions',
+     [{ role => 'user', content => [{ type => 'text', text => 'explain' },
+                                    { type => 'text', text => 'why' }] }],
+     'mini/default@mini:gpt-4o-mini'],
     ['keywords are whole words', '/v1/chat/completions',
      [user('The analyzer was redesigned by comparison')], 'mini/default@mini:gpt-4o-mini'],
     ['a phrase needs all its words in order', '/v1/chat/completions',

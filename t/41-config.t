@@ -48,6 +48,7 @@ my @bad = (
     ['unknown model in the default', conf('llm_router_default nosuch;'), 'llm_router_default', 'nosuch'],
     ['unknown keywords list', conf('llm_router_rule r keywords=nolist mini;'), 'llm_router_rule', 'nolist'],
     ['unknown condition', conf('llm_router_rule r frobnicate mini;'), 'llm_router_rule', 'frobnicate'],
+    ['reserved rule name', conf('llm_router_rule client code mini;'), 'llm_router_rule', 'client'],
     ['bad number in a condition', conf('llm_router_rule r tokens>lots mini;'), 'llm_router_rule'],
     ['rule without a condition', conf('llm_router_rule r mini;'), 'llm_router_rule'],
     ['price is not a number', conf('', price => '0.15 abc'), 'price'],
@@ -56,6 +57,7 @@ my @bad = (
     ['price with one value', conf('', price => '0.15'), 'price'],
     ['missing key_file', conf('', key => undef, key_file => '%%PREFIX%%/no-such.key'), 'key_file'],
     ['model without url', conf('', url => undef), 'url'],
+    ['url without a host', conf('', url => 'http:///v1/chat/completions'), 'url'],
     ['unknown auth', conf('', auth => 'magic'), 'auth'],
 );
 

@@ -37,6 +37,24 @@ typedef struct {
 } llmr_str_t;
 
 
+/* byte classes, within the core */
+
+#define LLMR_CT_ALPHA  0x01
+#define LLMR_CT_DIGIT  0x02
+#define LLMR_CT_WORD   0x04         /* letters, digits, '_', UTF-8 */
+#define LLMR_CT_SPACE  0x08
+#define LLMR_CT_CONT   0x10         /* a UTF-8 continuation byte */
+
+extern const unsigned char  llmr_ctype[256];
+extern const unsigned char  llmr_tolower[256];
+
+#define llmr_lower(c)     llmr_tolower[(unsigned char) (c)]
+#define llmr_is_alpha(c)  (llmr_ctype[(unsigned char) (c)] & LLMR_CT_ALPHA)
+#define llmr_is_digit(c)  (llmr_ctype[(unsigned char) (c)] & LLMR_CT_DIGIT)
+#define llmr_is_word(c)   (llmr_ctype[(unsigned char) (c)] & LLMR_CT_WORD)
+#define llmr_is_space(c)  (llmr_ctype[(unsigned char) (c)] & LLMR_CT_SPACE)
+
+
 /* keyword lists: case-insensitive whole words and phrases */
 
 typedef struct {
@@ -80,6 +98,9 @@ typedef struct {
     size_t                 model_len;
     unsigned char          model[LLMR_MODEL_NAME_MAX];
 
+    uint32_t               current;         /* index of the current message */
+    double                 score;           /* -1 without a classifier */
+
     /* byte offsets in the body, for the rewrite */
     uint64_t               object_start;    /* just after the top '{' */
     uint64_t               model_start;     /* the raw "model" value */
@@ -88,16 +109,57 @@ typedef struct {
 } llmr_features_t;
 
 
+/* what the router knows of a message, or of a run of messages */
+
 typedef struct {
     uint32_t               tokens;
     uint32_t               code;
+
+    /* for the classifier */
+    uint32_t               features;        /* hashed text features */
+    uint32_t               numbers;
+    uint32_t               questions;
+    uint32_t               lines;
+    double                 weight;          /* of its text features */
 } llmr_message_t;
+
+
+/* learned scoring: logistic regression over hashed features */
+
+#define LLMR_CLASSIFIER_VERSION    1
+#define LLMR_CLASSIFIER_BITS_MIN   8
+#define LLMR_CLASSIFIER_BITS_MAX   24
+#define LLMR_HISTORY_FACTOR        0.5
+
+typedef struct {
+    unsigned               bits;
+    uint32_t               mask;
+    float                  bias;
+    const float           *weights;         /* 1 << bits of them */
+} llmr_classifier_t;
+
+typedef void (*llmr_feature_pt)(void *data, unsigned message, uint32_t hash);
+
+int llmr_classifier_load(llmr_classifier_t *c, const unsigned char *p,
+    size_t len, char *err, size_t errlen);
+size_t llmr_classifier_size(unsigned bits);
+
+#define LLMR_SCORE_MAX  16          /* "0.123456", or "null" */
+
+size_t llmr_score_format(unsigned char *buf, double score);
+void llmr_classifier_write(unsigned char *out, unsigned bits, float bias,
+    const float *weights);
 
 
 typedef struct {
     yajl_handle            yajl;
     const llmr_keywords_t *keywords;
     unsigned               history;
+
+    /* set after llmr_request_init() to score, or to collect features */
+    const llmr_classifier_t  *classifier;
+    llmr_feature_pt        feature;
+    void                  *feature_data;
 
     llmr_features_t        f;
 
@@ -135,6 +197,20 @@ int llmr_request_feed(llmr_request_t *rq, const unsigned char *p,
     size_t len);
 int llmr_request_finish(llmr_request_t *rq);
 void llmr_request_free(llmr_request_t *rq);
+
+/*
+ * The parts of the score, for a trainer that collects the features: a
+ * feature counts factor(message) * scale times; dense features once.
+ */
+double llmr_message_factor(const llmr_request_t *rq, unsigned message);
+double llmr_text_scale(const llmr_request_t *rq);
+void llmr_dense_features(const llmr_request_t *rq, llmr_feature_pt emit,
+    void *data);
+
+/* within the core */
+void llmr_text_features(llmr_request_t *rq, const unsigned char *p,
+    size_t len);
+void llmr_score(llmr_request_t *rq);
 
 /*
  * The rewrite is one splice: body bytes [start, end) are replaced by the
@@ -177,6 +253,8 @@ typedef enum {
     LLMR_COND_CODE,
     LLMR_COND_TOOLS,
     LLMR_COND_KEYWORDS,
+    LLMR_COND_SCORE_GT,
+    LLMR_COND_SCORE_LT,
     LLMR_COND_EXTERNAL          /* evaluated by the caller */
 } llmr_cond_type_e;
 
@@ -184,6 +262,7 @@ typedef struct {
     llmr_cond_type_e       type;
     unsigned               negate;
     uint64_t               arg;
+    double                 score;
     llmr_str_t             name;    /* keywords list, or the external text */
 } llmr_cond_t;
 

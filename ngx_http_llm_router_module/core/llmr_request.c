@@ -59,6 +59,8 @@ static int llmr_open(llmr_request_t *rq, unsigned type);
 static int llmr_fail(llmr_request_t *rq, const char *message);
 static void llmr_locate_model(llmr_request_t *rq, size_t upto);
 static void llmr_message_done(llmr_request_t *rq);
+static void llmr_message_add(llmr_message_t *sum, const llmr_message_t *m,
+    unsigned code);
 static int llmr_parse_error(llmr_request_t *rq, yajl_status status,
     uint64_t offset);
 static int llmr_in_message_text(llmr_request_t *rq);
@@ -124,6 +126,7 @@ llmr_request_init(llmr_request_t *rq, const llmr_keywords_t *kw,
     rq->history = history < LLMR_HISTORY_MAX ? history : LLMR_HISTORY_MAX;
 
     rq->f.max_tokens = -1;
+    rq->f.score = -1;
     rq->f.object_start = LLMR_NO_OFFSET;
     rq->f.model_start = LLMR_NO_OFFSET;
     rq->f.model_end = LLMR_NO_OFFSET;
@@ -203,6 +206,8 @@ llmr_request_finish(llmr_request_t *rq)
         llmr_fail(rq, "'messages' must be a non-empty array");
         return LLMR_ERROR;
     }
+
+    llmr_score(rq);
 
     return LLMR_OK;
 }
@@ -471,6 +476,10 @@ llmr_string(void *ctx, const unsigned char *p, size_t len)
         }
 
         rq->msg_keywords |= llmr_keywords_match(rq->keywords, p, len);
+
+        if (rq->classifier || rq->feature) {
+            llmr_text_features(rq, p, len);
+        }
     }
 
     return 1;
@@ -517,8 +526,7 @@ llmr_start_map(void *ctx)
 
     } else if (rq->depth == 3 && rq->key[1] == LLMR_KEY_MESSAGES) {
         rq->f.messages++;
-        rq->msg.tokens = 0;
-        rq->msg.code = 0;
+        memset(&rq->msg, 0, sizeof(llmr_message_t));
         rq->msg_keywords = 0;
         rq->msg_role = 0;
     }
@@ -643,8 +651,7 @@ llmr_message_done(llmr_request_t *rq)
         rq->seen_user |= rq->msg_role;
 
         rq->turn = rq->msg;
-        rq->window.tokens = 0;
-        rq->window.code = 0;
+        memset(&rq->window, 0, sizeof(llmr_message_t));
 
         window = rq->history < rq->ring_len ? rq->history : rq->ring_len;
 
@@ -652,18 +659,15 @@ llmr_message_done(llmr_request_t *rq)
             m = &rq->ring[(rq->ring_next + LLMR_HISTORY_MAX - k)
                           % LLMR_HISTORY_MAX];
 
-            rq->window.tokens += m->tokens;
-
-            if (k <= 3) {
-                rq->window.code |= m->code;
-            }
+            /* code is looked for in the last three messages only */
+            llmr_message_add(&rq->window, m, k <= 3);
         }
 
+        f->current = f->messages - 1;
         f->keywords = rq->msg_keywords;
 
     } else {
-        rq->turn.tokens += rq->msg.tokens;
-        rq->turn.code |= rq->msg.code;
+        llmr_message_add(&rq->turn, &rq->msg, 1);
     }
 
     f->est_tokens = rq->turn.tokens + rq->window.tokens;
@@ -675,6 +679,20 @@ llmr_message_done(llmr_request_t *rq)
     if (rq->ring_len < LLMR_HISTORY_MAX) {
         rq->ring_len++;
     }
+}
+
+
+static void
+llmr_message_add(llmr_message_t *sum, const llmr_message_t *m,
+    unsigned code)
+{
+    sum->tokens += m->tokens;
+    sum->code |= code && m->code;
+    sum->features += m->features;
+    sum->numbers += m->numbers;
+    sum->questions += m->questions;
+    sum->lines += m->lines;
+    sum->weight += m->weight;
 }
 
 

@@ -23,6 +23,8 @@ typedef struct {
 } llmr_cond_name_t;
 
 
+static int llmr_fraction_parse(const unsigned char *p, size_t len,
+    double *value);
 static int llmr_cond_true(const llmr_cond_t *cond, const llmr_features_t *f,
     llmr_external_pt external, void *data);
 
@@ -81,6 +83,19 @@ llmr_cond_parse(llmr_cond_t *cond, const unsigned char *p, size_t len,
         return LLMR_OK;
     }
 
+    if (len > 6 && (memcmp(p, "score>", 6) == 0 || memcmp(p, "score<", 6) == 0))
+    {
+        cond->type = (p[5] == '>') ? LLMR_COND_SCORE_GT : LLMR_COND_SCORE_LT;
+
+        if (llmr_fraction_parse(p + 6, len - 6, &cond->score) != LLMR_OK) {
+            snprintf(err, errlen, "invalid score \"%.*s\", a number from "
+                     "0 to 1 expected", (int) (len - 6), p + 6);
+            return LLMR_ERROR;
+        }
+
+        return LLMR_OK;
+    }
+
     for (name = llmr_number_conds; name->prefix; name++) {
         n = strlen(name->prefix);
 
@@ -109,6 +124,50 @@ llmr_cond_parse(llmr_cond_t *cond, const unsigned char *p, size_t len,
     snprintf(err, errlen, "unknown condition \"%.*s\"", (int) len, p);
 
     return LLMR_ERROR;
+}
+
+
+/* "0", "1", "0.62": a decimal from 0 to 1, parsed the same everywhere */
+
+static int
+llmr_fraction_parse(const unsigned char *p, size_t len, double *value)
+{
+    size_t  i;
+    double  v, unit;
+
+    if (len == 0 || p[0] < '0' || p[0] > '1') {
+        return LLMR_ERROR;
+    }
+
+    v = p[0] - '0';
+
+    if (len == 1) {
+        *value = v;
+        return LLMR_OK;
+    }
+
+    if (p[1] != '.' || len == 2 || len > 12) {
+        return LLMR_ERROR;
+    }
+
+    unit = 1.0;
+
+    for (i = 2; i < len; i++) {
+        if (p[i] < '0' || p[i] > '9') {
+            return LLMR_ERROR;
+        }
+
+        unit /= 10;
+        v += (p[i] - '0') * unit;
+    }
+
+    if (v > 1.0) {
+        return LLMR_ERROR;
+    }
+
+    *value = v;
+
+    return LLMR_OK;
 }
 
 
@@ -169,6 +228,16 @@ llmr_cond_true(const llmr_cond_t *cond, const llmr_features_t *f,
 
     case LLMR_COND_KEYWORDS:
         v = (f->keywords >> cond->arg) & 1;
+        break;
+
+    /* without a classifier the score is -1 and no score condition holds */
+
+    case LLMR_COND_SCORE_GT:
+        v = f->score >= 0 && f->score > cond->score;
+        break;
+
+    case LLMR_COND_SCORE_LT:
+        v = f->score >= 0 && f->score < cond->score;
         break;
 
     default: /* LLMR_COND_EXTERNAL */

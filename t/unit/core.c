@@ -6,6 +6,7 @@
  */
 
 
+#include <math.h>
 #include <stdlib.h>
 
 #include "llmr.h"
@@ -41,6 +42,23 @@ parse(llmr_request_t *rq, const char *body, size_t chunk, unsigned history)
     llmr_request_free(rq);
 
     return (int) n;
+}
+
+
+static void
+parse_into(llmr_request_t *rq, const char *body, size_t chunk)
+{
+    size_t  len, off, n;
+
+    len = strlen(body);
+
+    for (off = 0; off < len; off += n) {
+        n = (len - off > chunk) ? chunk : len - off;
+        llmr_request_feed(rq, (const unsigned char *) body + off, n);
+    }
+
+    llmr_request_finish(rq);
+    llmr_request_free(rq);
 }
 
 
@@ -548,6 +566,203 @@ test_usage(void)
 }
 
 
+typedef struct {
+    unsigned   n;
+    unsigned   message[256];
+    uint32_t   hash[256];
+} collected_t;
+
+
+static void
+collect(void *data, unsigned message, uint32_t hash)
+{
+    collected_t  *c = data;
+
+    if (c->n < 256) {
+        c->message[c->n] = message;
+        c->hash[c->n] = hash;
+        c->n++;
+    }
+}
+
+
+typedef struct {
+    double                     z;
+    const llmr_classifier_t   *c;
+} dense_sum_t;
+
+
+static void
+collect_dense(void *data, unsigned message, uint32_t hash)
+{
+    dense_sum_t  *sum = data;
+
+    (void) message;
+
+    sum->z += sum->c->weights[hash & sum->c->mask];
+}
+
+
+static int
+features_of(const char *text, collected_t *c)
+{
+    char            body[256];
+    llmr_request_t  rq;
+
+    snprintf(body, sizeof(body),
+             "{\"messages\":[{\"role\":\"user\",\"content\":\"%s\"}]}",
+             text);
+
+    memset(c, 0, sizeof(collected_t));
+
+    if (llmr_request_init(&rq, NULL, 6) != LLMR_OK) {
+        return LLMR_ERROR;
+    }
+
+    rq.feature = collect;
+    rq.feature_data = c;
+
+    llmr_request_feed(&rq, (const unsigned char *) body, strlen(body));
+    llmr_request_finish(&rq);
+    llmr_request_free(&rq);
+
+    return LLMR_OK;
+}
+
+
+static void
+test_classifier(void)
+{
+    char                err[LLMR_ERROR_MAX];
+    size_t              i, len, chunk;
+    double              expect, scale;
+    float              *w;
+    unsigned char      *file;
+    dense_sum_t         sum;
+    collected_t         a, b, col;
+    llmr_cond_t         cond;
+    llmr_request_t      rq;
+    llmr_classifier_t   c;
+    const char         *body;
+
+    features_of("17 Apples?", &a);
+    features_of("42 apples?", &b);
+    tap_ok(a.n == 6 && a.n == b.n
+           && memcmp(a.hash, b.hash, a.n * sizeof(uint32_t)) == 0,
+           "classifier: numbers and case fold to the same features");
+    features_of("apples 17?", &b);
+    tap_ok(memcmp(a.hash, b.hash, a.n * sizeof(uint32_t)) != 0,
+           "classifier: word order makes other pairs");
+
+    w = malloc(sizeof(float) << 10);
+    for (i = 0; i < 1024; i++) {
+        w[i] = (float) (sin((double) i) * 0.5);
+    }
+
+    len = llmr_classifier_size(10);
+    tap_is(len, 24 + 4096 + 4, "classifier: file size");
+
+    file = malloc(len);
+    llmr_classifier_write(file, 10, 0.25f, w);
+
+    tap_is(llmr_classifier_load(&c, file, len, err, sizeof(err)), LLMR_OK,
+           "classifier: loads what was written");
+    tap_ok(c.bits == 10 && c.bias == 0.25f && c.weights[7] == w[7],
+           "classifier: bits, bias and weights");
+
+    tap_is(llmr_classifier_load(&c, file, len - 1, err, sizeof(err)),
+           LLMR_ERROR, "classifier: truncated");
+    tap_is_str(err, strlen(err), "truncated classifier file: 4123 bytes, "
+               "4124 expected", "  message");
+
+    file[100] ^= 1;
+    tap_is(llmr_classifier_load(&c, file, len, err, sizeof(err)),
+           LLMR_ERROR, "classifier: corrupt");
+    tap_is_str(err, strlen(err), "corrupt classifier file: bad checksum",
+               "  message");
+    file[100] ^= 1;
+
+    file[8] = 2;
+    tap_is(llmr_classifier_load(&c, file, len, err, sizeof(err)),
+           LLMR_ERROR, "classifier: another version");
+    tap_is_str(err, strlen(err), "classifier file version 2, version 1 "
+               "expected", "  message");
+    file[8] = 1;
+
+    tap_is(llmr_classifier_load(&c, (const unsigned char *) "hello", 5,
+                                err, sizeof(err)),
+           LLMR_ERROR, "classifier: not a classifier");
+
+    llmr_classifier_load(&c, file, len, err, sizeof(err));
+
+    body = "{\"messages\":[{\"role\":\"system\",\"content\":\"Be brief.\"},"
+           "{\"role\":\"user\",\"content\":\"What is 2+2?\"},"
+           "{\"role\":\"assistant\",\"content\":\"4\"},"
+           "{\"role\":\"user\",\"content\":\"Prove that it is 4.\"}],"
+           "\"max_tokens\":100}";
+
+    /* the score, and the same sum taken over the collected features */
+
+    llmr_request_init(&rq, NULL, 6);
+    rq.classifier = &c;
+    rq.feature = collect;
+    rq.feature_data = &col;
+    memset(&col, 0, sizeof(col));
+    llmr_request_feed(&rq, (const unsigned char *) body, strlen(body));
+    tap_is(llmr_request_finish(&rq), LLMR_OK, "classifier: scores");
+
+    scale = llmr_text_scale(&rq);
+    sum.z = c.bias;
+    sum.c = &c;
+
+    for (i = 0; i < col.n; i++) {
+        sum.z += llmr_message_factor(&rq, col.message[i]) * scale
+                 * c.weights[col.hash[i] & c.mask];
+    }
+
+    llmr_dense_features(&rq, collect_dense, &sum);
+
+    expect = 1.0 / (1.0 + exp(-sum.z));
+    llmr_request_free(&rq);
+
+    tap_ok(fabs(rq.f.score - expect) < 1e-9,
+           "classifier: the score is the model on the features");
+    tap_ok(llmr_message_factor(&rq, 3) == 1.0
+           && llmr_message_factor(&rq, 1) == LLMR_HISTORY_FACTOR,
+           "classifier: turn and window factors");
+
+    for (chunk = 1; chunk < 7; chunk++) {
+        llmr_request_t  r2;
+
+        llmr_request_init(&r2, NULL, 6);
+        r2.classifier = &c;
+        parse_into(&r2, body, chunk);
+
+        if (memcmp(&r2.f.score, &rq.f.score, sizeof(double)) != 0) {
+            break;
+        }
+    }
+
+    tap_is(chunk, 7, "classifier: the same bits whatever the buffer split");
+
+#define cond_parse(text)                                                      \
+    llmr_cond_parse(&cond, (const unsigned char *) (text), strlen(text), err, \
+                    sizeof(err))
+
+    tap_is(cond_parse("score>0.62"), LLMR_OK, "cond: score>");
+    tap_ok(cond.type == LLMR_COND_SCORE_GT && fabs(cond.score - 0.62) < 1e-12,
+           "  threshold");
+    tap_is(cond_parse("score<1"), LLMR_OK, "cond: score<1");
+    tap_is(cond_parse("score>1.5"), LLMR_ERROR, "cond: score over 1");
+    tap_is(cond_parse("score>.5"), LLMR_ERROR, "cond: score without 0");
+
+#undef cond_parse
+
+    free(file);
+    free(w);
+}
+
+
 int
 main(void)
 {
@@ -571,6 +786,7 @@ main(void)
     test_rules();
     test_money();
     test_usage();
+    test_classifier();
 
     return tap_done();
 }

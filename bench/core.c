@@ -1,0 +1,207 @@
+
+/*
+ * Copyright (C) the ngx_http_llm_router_module authors
+ *
+ * The cost of the core on one request: parse and decide, with and
+ * without the classifier, against a plain yajl parse of the same bytes.
+ * Prints nanoseconds a request and MB/s; `make bench` runs it.
+ */
+
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <math.h>
+#include <time.h>
+
+#include "llmr.h"
+
+
+#define BENCH_BITS  15
+#define BENCH_RUNS  5
+
+
+static double
+now(void)
+{
+    struct timespec  ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+
+    return ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+
+/* a chat request whose user message is about `size` bytes of prose */
+
+static char *
+make_body(size_t size)
+{
+    char        *body, *p;
+    size_t       n;
+    const char  *words[] = { "the", "router", "reads", "each", "request",
+                             "and", "explains", "why", "42", "models",
+                             "compare", "latency,", "cost", "quality." };
+
+    body = malloc(size + 256);
+    p = body + sprintf(body, "{\"model\":\"auto\",\"messages\":["
+                       "{\"role\":\"system\",\"content\":\"Be brief.\"},"
+                       "{\"role\":\"user\",\"content\":\"");
+
+    for (n = 0; (size_t) (p - body) < size; n++) {
+        p += sprintf(p, "%s ", words[(n * 7 + n / 3) % 14]);
+    }
+
+    strcpy(p, "\"}],\"max_tokens\":256}");
+
+    return body;
+}
+
+
+static int
+null_cb(void *ctx)
+{
+    (void) ctx;
+    return 1;
+}
+
+
+static int
+bool_cb(void *ctx, int v)
+{
+    (void) ctx;
+    (void) v;
+    return 1;
+}
+
+
+static int
+str_cb(void *ctx, const unsigned char *s, size_t len)
+{
+    (void) ctx;
+    (void) s;
+    (void) len;
+    return 1;
+}
+
+
+static int
+num_cb(void *ctx, const char *s, size_t len)
+{
+    (void) ctx;
+    (void) s;
+    (void) len;
+    return 1;
+}
+
+
+static const yajl_callbacks  plain_callbacks = {
+    null_cb, bool_cb, NULL, NULL, num_cb, str_cb,
+    null_cb, str_cb, null_cb, null_cb, null_cb
+};
+
+
+static int
+cmp_double(const void *one, const void *two)
+{
+    const double  *a = one, *b = two;
+
+    return (*a > *b) - (*a < *b);
+}
+
+
+/* the median of BENCH_RUNS runs of n requests: other load only adds */
+
+static double
+run(const char *name, const char *body, size_t len, unsigned n,
+    const llmr_classifier_t *c, int plain)
+{
+    double           t, ns[BENCH_RUNS];
+    unsigned         i, k;
+    yajl_handle      y;
+    llmr_request_t   rq;
+
+    for (k = 0; k < BENCH_RUNS; k++) {
+        t = now();
+
+        for (i = 0; i < n; i++) {
+            if (plain) {
+                y = yajl_alloc(&plain_callbacks, NULL, NULL);
+                yajl_parse(y, (const unsigned char *) body, len);
+                yajl_complete_parse(y);
+                yajl_free(y);
+                continue;
+            }
+
+            llmr_request_init(&rq, NULL, 6);
+            rq.classifier = c;
+            llmr_request_feed(&rq, (const unsigned char *) body, len);
+
+            if (llmr_request_finish(&rq) != LLMR_OK) {
+                fprintf(stderr, "bench: %s\n", rq.error);
+                exit(1);
+            }
+
+            llmr_request_free(&rq);
+        }
+
+        ns[k] = (now() - t) / n * 1e9;
+    }
+
+    qsort(ns, BENCH_RUNS, sizeof(double), cmp_double);
+
+    printf("  %-34s %9.0f ns %8.1f MB/s\n", name, ns[BENCH_RUNS / 2],
+           len / ns[BENCH_RUNS / 2] * 1e3);
+
+    return ns[BENCH_RUNS / 2];
+}
+
+
+int
+main(void)
+{
+    char               err[LLMR_ERROR_MAX], *body;
+    size_t             i, len, sizes[] = { 1024, 4096, 65536 };
+    float             *w;
+    unsigned           k, n;
+    unsigned char     *file;
+    llmr_classifier_t  c;
+
+    w = malloc(sizeof(float) << BENCH_BITS);
+
+    for (i = 0; i < ((size_t) 1 << BENCH_BITS); i++) {
+        w[i] = (float) sin((double) i) * 0.1f;
+    }
+
+    file = malloc(llmr_classifier_size(BENCH_BITS));
+    llmr_classifier_write(file, BENCH_BITS, 0.0f, w);
+
+    if (llmr_classifier_load(&c, file, llmr_classifier_size(BENCH_BITS),
+                             err, sizeof(err))
+        != LLMR_OK)
+    {
+        fprintf(stderr, "bench: %s\n", err);
+        return 1;
+    }
+
+    printf("core: one request, parse and decide, median of %d runs; "
+           "classifier of %d bits\n", BENCH_RUNS, BENCH_BITS);
+
+    for (k = 0; k < sizeof(sizes) / sizeof(sizes[0]); k++) {
+        body = make_body(sizes[k]);
+        len = strlen(body);
+        n = (unsigned) (40000000 / len);
+
+        printf("%zu-byte body\n", len);
+        run("yajl parse, no callbacks work", body, len, n, NULL, 1);
+        run("llmr parse + features + rules", body, len, n, NULL, 0);
+        run("llmr parse + learned score", body, len, n, &c, 0);
+
+        free(body);
+    }
+
+    free(file);
+    free(w);
+
+    return 0;
+}

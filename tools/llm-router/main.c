@@ -1,0 +1,335 @@
+
+/*
+ * Copyright (C) the ngx_http_llm_router_module authors
+ *
+ * llm-router: the subcommands, their options and the messages.  Usage
+ * errors exit with 2, bad input and failures with 1.
+ */
+
+
+#include <errno.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "llm_router.h"
+
+
+typedef struct {
+    const char       *name;
+    int             (*run)(int argc, char **argv);
+} lr_command_t;
+
+
+static const lr_option_t *lr_option_find(const lr_option_t *opts,
+    size_t nopts, const char *name, size_t len);
+static int lr_option_set(const lr_option_t *o, const char *value);
+static int lr_number_parse(const lr_option_t *o, const char *value,
+    double *number);
+static void lr_option_error(const char *cmd, const lr_option_t *o,
+    const char *value);
+
+
+static const lr_command_t  lr_commands[] = {
+    { "train", lr_cmd_train },
+    { "score", lr_cmd_score },
+    { "calibrate", lr_cmd_calibrate },
+    { "eval", lr_cmd_eval },
+    { "replay", lr_cmd_replay },
+    { NULL, NULL }
+};
+
+
+int
+main(int argc, char **argv)
+{
+    int                  i, status;
+    const lr_command_t  *cmd;
+
+    if (argc < 2 || strcmp(argv[1], "help") == 0) {
+        lr_usage(stdout);
+        return 0;
+    }
+
+    for (i = 1; i < argc && strcmp(argv[i], "--") != 0; i++) {
+        if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+            lr_usage(stdout);
+            return 0;
+        }
+    }
+
+    for (cmd = lr_commands; cmd->name; cmd++) {
+        if (strcmp(argv[1], cmd->name) == 0) {
+            break;
+        }
+    }
+
+    if (cmd->name == NULL) {
+        lr_error("unknown command \"%s\"", argv[1]);
+        status = LR_EXIT_USAGE;
+
+    } else {
+        status = cmd->run(argc - 1, argv + 1);
+    }
+
+    if (status == LR_EXIT_USAGE) {
+        lr_usage(stderr);
+    }
+
+    return status;
+}
+
+
+void
+lr_usage(FILE *out)
+{
+    lr_options_t  def = LR_OPTIONS_DEFAULT;
+
+    fputs(
+"usage: llm-router COMMAND [OPTIONS] ARGUMENTS\n"
+"\n"
+"  train --out FILE [--bits N] [--epochs N] [--rate R] [--l2 L]\n"
+"        [--history N] [--seed N] [--holdout F] DATA.jsonl\n"
+"      learn a classifier from lines {\"request\": {...}, \"label\": 0..1},\n"
+"      1 when the strong model is needed; optional \"weight\", \"id\",\n"
+"      \"weak_correct\" and \"strong_correct\"\n"
+"  score --model FILE [--history N] [DATA.jsonl | -]\n"
+"      {\"id\": ..., \"score\": x} for each {\"id\": ..., \"request\": {...}}\n"
+"  calibrate --model FILE --strong-share S [--history N] DATA.jsonl\n"
+"      the threshold T at which \"score>T\" sends the share S (0 to 1)\n"
+"      of the requests to the strong model\n"
+"  eval (--model FILE | --cv K [train options]) [--history N] [--json]\n"
+"        DATA.jsonl\n"
+"      routing quality on lines that have \"weak_correct\" and\n"
+"      \"strong_correct\": the quality/cost curve, APGR, CPT(50%),\n"
+"      CPT(80%) (interpolated between the points of the curve);\n"
+"      --cv K trains K models, each scoring the rows it has not seen,\n"
+"      on \"label\" where given, else 1 where only the strong model is\n"
+"      right\n"
+"  replay --url URL [--concurrency N] [--header 'K: V' ...] [--limit N]\n"
+"        LOG.jsonl\n"
+"      POST chat bodies (or the \"request\" of each line) to URL and\n"
+"      summarise the answers: statuses, and the decisions of an\n"
+"      llm_router_explain location\n"
+"  help\n",
+          out);
+
+    fprintf(out, "\nDefaults: --bits %u, --epochs %u, --rate %g, --l2 %g, "
+            "--history %u\n(as llm_router_history), --seed %llu, "
+            "--holdout %g, --concurrency %u.\n", def.bits, def.epochs,
+            def.rate, def.l2, def.history, (unsigned long long) def.seed,
+            LR_HOLDOUT_DEFAULT, LR_CONCURRENCY_DEFAULT);
+}
+
+
+void
+lr_error(const char *fmt, ...)
+{
+    va_list  args;
+
+    fputs("llm-router: ", stderr);
+
+    va_start(args, fmt);
+    vfprintf(stderr, fmt, args);
+    va_end(args);
+
+    fputc('\n', stderr);
+}
+
+
+int
+lr_options_parse(int argc, char **argv, const lr_option_t *opts,
+    size_t nopts)
+{
+    int                 i, n;
+    size_t              len;
+    const char         *name, *value, *eq;
+    const lr_option_t  *o;
+
+    n = 0;
+
+    for (i = 1; i < argc; i++) {
+
+        if (strcmp(argv[i], "--") == 0) {
+            while (++i < argc) {
+                argv[n++] = argv[i];
+            }
+
+            break;
+        }
+
+        /* "-" is the standard input */
+
+        if (argv[i][0] != '-' || argv[i][1] == '\0') {
+            argv[n++] = argv[i];
+            continue;
+        }
+
+        name = argv[i] + 2;
+        eq = strchr(name, '=');
+        len = eq ? (size_t) (eq - name) : strlen(name);
+
+        o = (argv[i][1] == '-') ? lr_option_find(opts, nopts, name, len)
+                                : NULL;
+
+        if (o == NULL) {
+            lr_error("%s: unknown option \"%.*s\"", argv[0],
+                     (int) (len + 2), argv[i]);
+            return -1;
+        }
+
+        if (o->type == LR_OPT_FLAG) {
+            if (eq) {
+                lr_error("%s: --%s takes no value", argv[0], o->name);
+                return -1;
+            }
+
+            *(int *) o->value = 1;
+            continue;
+        }
+
+        if (eq) {
+            value = eq + 1;
+
+        } else if (i + 1 < argc) {
+            value = argv[++i];
+
+        } else {
+            lr_error("%s: --%s needs a value", argv[0], o->name);
+            return -1;
+        }
+
+        if (lr_option_set(o, value) != LLMR_OK) {
+            lr_option_error(argv[0], o, value);
+            return -1;
+        }
+    }
+
+    return n;
+}
+
+
+static const lr_option_t *
+lr_option_find(const lr_option_t *opts, size_t nopts, const char *name,
+    size_t len)
+{
+    size_t  i;
+
+    for (i = 0; i < nopts; i++) {
+        if (strlen(opts[i].name) == len
+            && memcmp(opts[i].name, name, len) == 0)
+        {
+            return &opts[i];
+        }
+    }
+
+    return NULL;
+}
+
+
+static int
+lr_option_set(const lr_option_t *o, const char *value)
+{
+    double       number;
+    lr_list_t   *list;
+    const char **items;
+
+    switch (o->type) {
+
+    case LR_OPT_STRING:
+        *(const char **) o->value = value;
+        return LLMR_OK;
+
+    case LR_OPT_LIST:
+        list = o->value;
+        items = realloc(list->items, (list->n + 1) * sizeof(const char *));
+
+        if (items == NULL) {
+            return LLMR_ERROR;
+        }
+
+        items[list->n++] = value;
+        list->items = items;
+        return LLMR_OK;
+
+    default:
+        break;
+    }
+
+    if (lr_number_parse(o, value, &number) != LLMR_OK) {
+        return LLMR_ERROR;
+    }
+
+    switch (o->type) {
+
+    case LR_OPT_UINT:
+        *(unsigned *) o->value = (unsigned) number;
+        break;
+
+    case LR_OPT_UINT64:
+        errno = 0;
+        *(uint64_t *) o->value = strtoull(value, NULL, 10);
+
+        if (errno) {
+            return LLMR_ERROR;
+        }
+
+        break;
+
+    default:
+        *(double *) o->value = number;
+        break;
+    }
+
+    return LLMR_OK;
+}
+
+
+/* integers are plain digits; the bounds hold, max 0 is none */
+
+static int
+lr_number_parse(const lr_option_t *o, const char *value, double *number)
+{
+    char  *end;
+
+    if (o->type != LR_OPT_DOUBLE
+        && (*value == '\0' || strspn(value, "0123456789") != strlen(value)))
+    {
+        return LLMR_ERROR;
+    }
+
+    errno = 0;
+    *number = strtod(value, &end);
+
+    if (*value == '\0' || *end != '\0' || errno || !isfinite(*number)
+        || *number < o->min || (o->max != 0 && *number > o->max))
+    {
+        return LLMR_ERROR;
+    }
+
+    return LLMR_OK;
+}
+
+
+static void
+lr_option_error(const char *cmd, const lr_option_t *o, const char *value)
+{
+    const char  *what;
+
+    if (o->type == LR_OPT_LIST) {
+        lr_error("out of memory");
+        return;
+    }
+
+    what = (o->type == LR_OPT_DOUBLE) ? "a number" : "an integer";
+
+    if (o->max != 0) {
+        lr_error("%s: --%s \"%s\": %s from %g to %g expected", cmd, o->name,
+                 value, what, o->min, o->max);
+
+    } else {
+        lr_error("%s: --%s \"%s\": %s from %g expected", cmd, o->name,
+                 value, what, o->min);
+    }
+}
