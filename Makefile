@@ -5,6 +5,8 @@
 #                   and build/llm-router, the offline companion
 #   make test       install what the tests need, build, run every test
 #   make demo       route between two local mock providers on 127.0.0.1:8080
+#   make bench      the cost of the core per request (parse, rules, score)
+#   make routing-eval  learned routing on real outcomes (shared/routing-eval)
 
 NGINX_SRC   ?=
 BUILD       := $(CURDIR)/build
@@ -36,7 +38,7 @@ CONFIGURE := $$(test -x configure && echo ./configure \
 NGINX_TREE := $(NGINX_SRC)
 endif
 
-.PHONY: all module cli deps test unit demo clean FORCE
+.PHONY: all module cli deps test unit bench routing-eval demo clean FORCE
 
 all: module cli
 
@@ -73,6 +75,19 @@ $(BUILD)/t/%: t/unit/%.c $(CORE_SRCS) $(CORE_DIR)/llmr.h
 	$(CC) $(CORE_CFLAGS) -o $@ $< $(CORE_SRCS) -lyajl -lm
 
 unit: $(UNIT_TESTS)
+
+$(BUILD)/bench-core: bench/core.c $(CORE_SRCS) $(CORE_DIR)/llmr.h
+	mkdir -p $(BUILD)
+	$(CC) $(CORE_CFLAGS) -D_POSIX_C_SOURCE=200809L -o $@ bench/core.c \
+	    $(CORE_SRCS) -lyajl -lm
+
+bench: $(BUILD)/bench-core
+	$(BUILD)/bench-core
+
+ROUTING_EVAL ?= ../shared/routing-eval
+
+routing-eval: cli
+	./tools/routing-eval $(ROUTING_EVAL)
 
 deps:
 	@./tools/install-deps

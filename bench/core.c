@@ -174,7 +174,7 @@ main(void)
     }
 
     file = malloc(llmr_classifier_size(BENCH_BITS));
-    llmr_classifier_write(file, BENCH_BITS, 0.0f, w);
+    llmr_classifier_write(file, BENCH_BITS, 6, 0.0f, w);
 
     if (llmr_classifier_load(&c, file, llmr_classifier_size(BENCH_BITS),
                              err, sizeof(err))

@@ -1217,6 +1217,18 @@ ngx_http_llm_router_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
         return NGX_CONF_ERROR;
     }
 
+    /* the score counts the window the model was trained with */
+
+    if (conf->enable && conf->classifier
+        && conf->classifier->history != (ngx_uint_t) conf->history)
+    {
+        ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
+                      "llm_router_classifier was trained with a history "
+                      "of %ui messages, but llm_router_history is %i",
+                      (ngx_uint_t) conf->classifier->history, conf->history);
+        return NGX_CONF_ERROR;
+    }
+
     return NGX_CONF_OK;
 }
 

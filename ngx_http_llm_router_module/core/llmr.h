@@ -134,6 +134,7 @@ typedef struct {
 typedef struct {
     unsigned               bits;
     uint32_t               mask;
+    unsigned               history;         /* trained with, in messages */
     float                  bias;
     const float           *weights;         /* 1 << bits of them */
 } llmr_classifier_t;
@@ -147,8 +148,8 @@ size_t llmr_classifier_size(unsigned bits);
 #define LLMR_SCORE_MAX  16          /* "0.123456", or "null" */
 
 size_t llmr_score_format(unsigned char *buf, double score);
-void llmr_classifier_write(unsigned char *out, unsigned bits, float bias,
-    const float *weights);
+void llmr_classifier_write(unsigned char *out, unsigned bits,
+    unsigned history, float bias, const float *weights);
 
 
 typedef struct {
@@ -208,8 +209,14 @@ void llmr_dense_features(const llmr_request_t *rq, llmr_feature_pt emit,
     void *data);
 
 /* within the core */
-void llmr_text_features(llmr_request_t *rq, const unsigned char *p,
+
+#define LLMR_FNV_OFFSET  2166136261u
+#define LLMR_FNV_PRIME   16777619u
+
+uint32_t llmr_text_scan(llmr_request_t *rq, const unsigned char *p,
     size_t len);
+uint32_t llmr_number_hash(size_t len);
+void llmr_word(llmr_request_t *rq, uint32_t word, uint32_t *prev);
 void llmr_score(llmr_request_t *rq);
 
 /*

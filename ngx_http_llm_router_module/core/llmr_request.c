@@ -468,19 +468,22 @@ llmr_string(void *ctx, const unsigned char *p, size_t len)
         return 1;
     }
 
-    rq->msg.tokens += llmr_estimate_tokens(p, len);
-
-    if (llmr_in_message_text(rq)) {
-        if (!rq->msg.code) {
-            rq->msg.code = llmr_looks_like_code(p, len);
-        }
-
-        rq->msg_keywords |= llmr_keywords_match(rq->keywords, p, len);
-
-        if (rq->classifier || rq->feature) {
-            llmr_text_features(rq, p, len);
-        }
+    if (!llmr_in_message_text(rq)) {
+        rq->msg.tokens += llmr_estimate_tokens(p, len);
+        return 1;
     }
+
+    /* the classifier's features come in the same pass as the tokens */
+
+    rq->msg.tokens += llmr_text_scan((rq->classifier || rq->feature) ? rq
+                                                                     : NULL,
+                                     p, len);
+
+    if (!rq->msg.code) {
+        rq->msg.code = llmr_looks_like_code(p, len);
+    }
+
+    rq->msg_keywords |= llmr_keywords_match(rq->keywords, p, len);
 
     return 1;
 }

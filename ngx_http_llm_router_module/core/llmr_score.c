@@ -33,7 +33,6 @@
 
 static uint32_t llmr_mix(uint32_t h);
 static void llmr_emit(llmr_request_t *rq, uint32_t hash);
-static void llmr_word(llmr_request_t *rq, uint32_t word, uint32_t *prev);
 static unsigned llmr_bucket(uint64_t n);
 static void llmr_dense_add(void *data, unsigned message, uint32_t hash);
 
@@ -78,7 +77,7 @@ llmr_emit(llmr_request_t *rq, uint32_t hash)
 }
 
 
-static void
+void
 llmr_word(llmr_request_t *rq, uint32_t word, uint32_t *prev)
 {
     llmr_emit(rq, llmr_mix(word ^ LLMR_SEED_WORD));
@@ -88,65 +87,16 @@ llmr_word(llmr_request_t *rq, uint32_t word, uint32_t *prev)
 }
 
 
-/*
- * Words are runs of letters, digits and non-ASCII bytes, lower-cased;
- * a number is replaced by its length class, so that "17 apples" and
- * "42 apples" look alike; every other visible character is a word of
- * its own.  Each word and each pair of words is a feature.
- */
+/* "#1" to "#4": a number of one to four or more characters */
 
-void
-llmr_text_features(llmr_request_t *rq, const unsigned char *p, size_t len)
+uint32_t
+llmr_number_hash(size_t len)
 {
-    size_t                n;
-    uint32_t              h, prev;
-    unsigned char         c;
-    const unsigned char  *end, *start;
+    uint32_t  h;
 
-    end = p + len;
-    prev = 0;
+    h = (LLMR_FNV_OFFSET ^ '#') * LLMR_FNV_PRIME;
 
-    while (p < end) {
-        c = *p;
-
-        if (llmr_is_word(c)) {
-            start = p;
-            h = 2166136261u;
-
-            while (p < end && llmr_is_word(*p)) {
-                h = (h ^ llmr_lower(*p)) * 16777619u;
-                p++;
-            }
-
-            if (*start >= '0' && *start <= '9') {
-                /* "#1" to "#4": one to four or more characters */
-                n = p - start;
-                h = (2166136261u ^ '#') * 16777619u;
-                h = (h ^ ('0' + (n < 4 ? n : 4))) * 16777619u;
-                rq->msg.numbers++;
-            }
-
-            llmr_word(rq, h, &prev);
-            continue;
-        }
-
-        p++;
-
-        if (c == '\n') {
-            rq->msg.lines++;
-            continue;
-        }
-
-        if (c <= ' ' || c == 0x7f) {
-            continue;
-        }
-
-        if (c == '?') {
-            rq->msg.questions++;
-        }
-
-        llmr_word(rq, (2166136261u ^ c) * 16777619u, &prev);
-    }
+    return (h ^ ('0' + (len < 4 ? len : 4))) * LLMR_FNV_PRIME;
 }
 
 
@@ -155,10 +105,10 @@ llmr_fnv(const unsigned char *p, size_t len)
 {
     uint32_t  h;
 
-    h = 2166136261u;
+    h = LLMR_FNV_OFFSET;
 
     while (len--) {
-        h = (h ^ *p++) * 16777619u;
+        h = (h ^ *p++) * LLMR_FNV_PRIME;
     }
 
     return h;
@@ -287,7 +237,7 @@ llmr_score_format(unsigned char *buf, double score)
 
 
 /*
- * The model file: "LLMRCLF\0", version, bits, reserved, bias, the
+ * The model file: "LLMRCLF\0", version, bits, history, bias, the
  * weights, then an FNV-1a checksum of all that; little-endian floats.
  */
 
@@ -302,7 +252,7 @@ int
 llmr_classifier_load(llmr_classifier_t *c, const unsigned char *p,
     size_t len, char *err, size_t errlen)
 {
-    unsigned  bits, version;
+    unsigned  bits, version, history;
     uint16_t  one;
 
     one = 1;
@@ -334,6 +284,13 @@ llmr_classifier_load(llmr_classifier_t *c, const unsigned char *p,
         return LLMR_ERROR;
     }
 
+    history = llmr_get32(p + 16);
+
+    if (history > LLMR_HISTORY_MAX) {
+        snprintf(err, errlen, "invalid history of %u messages", history);
+        return LLMR_ERROR;
+    }
+
     if (len != llmr_classifier_size(bits)) {
         snprintf(err, errlen, "%s classifier file: %zu bytes, %zu expected",
                  len < llmr_classifier_size(bits) ? "truncated" : "oversized",
@@ -353,6 +310,7 @@ llmr_classifier_load(llmr_classifier_t *c, const unsigned char *p,
 
     c->bits = bits;
     c->mask = ((uint32_t) 1 << bits) - 1;
+    c->history = history;
     memcpy(&c->bias, p + 20, sizeof(float));
     c->weights = (const float *) (p + LLMR_CLASSIFIER_HEADER);
 
@@ -361,8 +319,8 @@ llmr_classifier_load(llmr_classifier_t *c, const unsigned char *p,
 
 
 void
-llmr_classifier_write(unsigned char *out, unsigned bits, float bias,
-    const float *weights)
+llmr_classifier_write(unsigned char *out, unsigned bits, unsigned history,
+    float bias, const float *weights)
 {
     size_t  len;
 
@@ -371,7 +329,7 @@ llmr_classifier_write(unsigned char *out, unsigned bits, float bias,
     memcpy(out, LLMR_CLASSIFIER_MAGIC, 8);
     llmr_put32(out + 8, LLMR_CLASSIFIER_VERSION);
     llmr_put32(out + 12, bits);
-    llmr_put32(out + 16, 0);
+    llmr_put32(out + 16, history);
     memcpy(out + 20, &bias, sizeof(float));
     memcpy(out + LLMR_CLASSIFIER_HEADER, weights, (size_t) 4 << bits);
     llmr_put32(out + len - 4, llmr_fnv(out, len - 4));

@@ -63,64 +63,114 @@ static int llmr_code_line(const unsigned char *p, const unsigned char *end);
 
 
 /*
- * A tokenizer-free estimate close to BPE counts for English and code:
- * short words are one token, longer ones one per four letters, digits
- * go in groups of three, punctuation and each non-ASCII character are
- * a token, spaces join the following word.
+ * One pass over a string gives both the token estimate and, when rq is
+ * given, the classifier's word features (see llmr_score.c).
+ *
+ * The estimate is close to BPE counts for English and code without a
+ * tokenizer: a run of up to four letters is one token, a longer one a
+ * token more for every four letters after the second; digits go in
+ * threes; a run of line breaks, punctuation, '_' and each non-ASCII
+ * character are a token; spaces join the following word.
+ *
+ * A word, for the features, is a run of letters, digits, '_' and
+ * non-ASCII bytes, lower-cased; a word that starts with a digit is
+ * replaced by its length class, so that "17 apples" and "42 apples"
+ * look alike; every other visible character is a word of its own.
  */
 
 uint32_t
-llmr_estimate_tokens(const unsigned char *p, size_t len)
+llmr_text_scan(llmr_request_t *rq, const unsigned char *p, size_t len)
 {
     size_t                run;
-    uint32_t              tokens;
-    const unsigned char  *end, *start;
+    uint32_t              tokens, h, prev;
+    unsigned              t;
+    const unsigned char  *end, *start, *word;
 
     tokens = 0;
+    prev = 0;
     end = p + len;
 
     while (p < end) {
+        t = llmr_ctype[*p];
 
-        if (llmr_is_alpha(*p)) {
-            start = p;
-            while (p < end && llmr_is_alpha(*p)) {
-                p++;
+        if (t & LLMR_CT_WORD) {
+            word = p;
+            h = LLMR_FNV_OFFSET;
+
+            do {
+                start = p;
+
+                if (t & LLMR_CT_ALPHA) {
+                    do {
+                        h = (h ^ llmr_tolower[*p]) * LLMR_FNV_PRIME;
+                    } while (++p < end && llmr_is_alpha(*p));
+
+                    run = p - start;
+                    tokens += (run <= 4) ? 1 : 1 + (uint32_t) ((run - 2) / 4);
+
+                } else if (t & LLMR_CT_DIGIT) {
+                    do {
+                        h = (h ^ *p) * LLMR_FNV_PRIME;
+                    } while (++p < end && llmr_is_digit(*p));
+
+                    tokens += (uint32_t) ((p - start + 2) / 3);
+
+                } else {
+                    /* '_' or a UTF-8 byte: a token for each character */
+                    tokens += !(t & LLMR_CT_CONT);
+                    h = (h ^ *p++) * LLMR_FNV_PRIME;
+                }
+
+            } while (p < end && ((t = llmr_ctype[*p]) & LLMR_CT_WORD));
+
+            if (rq) {
+                if (llmr_is_digit(*word)) {
+                    h = llmr_number_hash(p - word);
+                    rq->msg.numbers++;
+                }
+
+                llmr_word(rq, h, &prev);
             }
 
-            run = p - start;
-            tokens += (run <= 4) ? 1 : 1 + (uint32_t) ((run - 2) / 4);
-            continue;
-        }
-
-        if (llmr_is_digit(*p)) {
-            start = p;
-            while (p < end && llmr_is_digit(*p)) {
-                p++;
-            }
-
-            tokens += (uint32_t) ((p - start + 2) / 3);
             continue;
         }
 
         if (*p == '\n') {
-            while (p < end && (*p == '\n' || *p == '\r')) {
-                p++;
-            }
+            do {
+                if (rq && *p == '\n') {
+                    rq->msg.lines++;
+                }
+            } while (++p < end && (*p == '\n' || *p == '\r'));
 
             tokens++;
             continue;
         }
 
-        if (llmr_ctype[*p] & (LLMR_CT_SPACE|LLMR_CT_CONT)) {
+        if (t & LLMR_CT_SPACE || *p < ' ' || *p == 0x7f) {
+            /* spaces, and control characters for the features */
+            tokens += !(t & LLMR_CT_SPACE);
             p++;
             continue;
         }
 
         tokens++;
+
+        if (rq) {
+            rq->msg.questions += (*p == '?');
+            llmr_word(rq, (LLMR_FNV_OFFSET ^ *p) * LLMR_FNV_PRIME, &prev);
+        }
+
         p++;
     }
 
     return tokens;
+}
+
+
+uint32_t
+llmr_estimate_tokens(const unsigned char *p, size_t len)
+{
+    return llmr_text_scan(NULL, p, len);
 }
 
 

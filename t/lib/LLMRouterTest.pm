@@ -58,7 +58,10 @@ $SIG{$_} = sub { die "killed by SIG$_[0]\n" } for qw(INT TERM HUP);
 
 END {
     local $?;
-    $_->stop for grep { defined } @LIVE;
+
+    # a copy: stop() takes each one off @LIVE
+    my @live = grep { defined } @LIVE;
+    $_->stop for @live;
 }
 
 # ------------------------------------------------------------------ setup

@@ -663,7 +663,7 @@ test_classifier(void)
     tap_is(len, 24 + 4096 + 4, "classifier: file size");
 
     file = malloc(len);
-    llmr_classifier_write(file, 10, 0.25f, w);
+    llmr_classifier_write(file, 10, 6, 0.25f, w);
 
     tap_is(llmr_classifier_load(&c, file, len, err, sizeof(err)), LLMR_OK,
            "classifier: loads what was written");

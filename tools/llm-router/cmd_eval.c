@@ -38,8 +38,7 @@ lr_cmd_eval(int argc, char **argv)
         { "model", LR_OPT_STRING, &path, 0, 0 },
         { "cv", LR_OPT_UINT, &folds, 2, 1000 },
         { "json", LR_OPT_FLAG, &json, 0, 0 },
-        LR_TRAIN_OPTIONS(&opt),
-        LR_HISTORY_OPTION(&opt)
+        LR_TRAIN_OPTIONS(&opt)
     };
 
     path = NULL;
@@ -67,6 +66,7 @@ lr_cmd_eval(int argc, char **argv)
             return LR_EXIT_FAILURE;
         }
 
+        how.history = model.classifier.history;
         how.classifier = &model.classifier;
 
     } else {

@@ -648,6 +648,10 @@ lr_tallies_print(lr_tallies_t *tallies, const char *what, size_t total)
 {
     size_t  i;
 
+    if (tallies->n == 0) {
+        return;
+    }
+
     qsort(tallies->items, tallies->n, sizeof(lr_tally_t), lr_tally_cmp);
 
     for (i = 0; i < tallies->n; i++) {

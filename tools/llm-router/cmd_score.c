@@ -27,10 +27,8 @@ lr_cmd_score(int argc, char **argv)
     const char    *path;
     llmr_str_t    *id;
     unsigned char  score[LLMR_SCORE_MAX];
-    lr_options_t   opt = LR_OPTIONS_DEFAULT;
     lr_option_t    opts[] = {
-        { "model", LR_OPT_STRING, &path, 0, 0 },
-        LR_HISTORY_OPTION(&opt)
+        { "model", LR_OPT_STRING, &path, 0, 0 }
     };
 
     path = NULL;
@@ -55,8 +53,9 @@ lr_cmd_score(int argc, char **argv)
         return LR_EXIT_FAILURE;
     }
 
+    /* the history the model was trained with, as nginx checks it */
     how.need = 0;
-    how.history = opt.history;
+    how.history = model.classifier.history;
     how.classifier = &model.classifier;
 
     /* the score as nginx prints it; a line without an id is its number */
@@ -94,11 +93,9 @@ lr_cmd_calibrate(int argc, char **argv)
     lr_model_t     model;
     llmr_cond_t    rule;
     const char    *path;
-    lr_options_t   opt = LR_OPTIONS_DEFAULT;
     lr_option_t    opts[] = {
         { "model", LR_OPT_STRING, &path, 0, 0 },
-        { "strong-share", LR_OPT_DOUBLE, &share, 0, 1 },
-        LR_HISTORY_OPTION(&opt)
+        { "strong-share", LR_OPT_DOUBLE, &share, 0, 1 }
     };
 
     path = NULL;
@@ -120,8 +117,9 @@ lr_cmd_calibrate(int argc, char **argv)
         return LR_EXIT_FAILURE;
     }
 
+    /* the history the model was trained with, as nginx checks it */
     how.need = 0;
-    how.history = opt.history;
+    how.history = model.classifier.history;
     how.classifier = &model.classifier;
 
     rc = lr_data_load(&d, argv[0], &how);

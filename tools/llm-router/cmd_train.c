@@ -35,8 +35,7 @@ lr_cmd_train(int argc, char **argv)
     lr_option_t    opts[] = {
         { "out", LR_OPT_STRING, &out, 0, 0 },
         { "holdout", LR_OPT_DOUBLE, &holdout, 0, 0.9 },
-        LR_TRAIN_OPTIONS(&opt),
-        LR_HISTORY_OPTION(&opt)
+        LR_TRAIN_OPTIONS(&opt)
     };
 
     out = NULL;
@@ -82,7 +81,7 @@ lr_cmd_train(int argc, char **argv)
 
         } else {
             printf("trained on all %zu: training loss %.4f\n", d.n, loss);
-            rc = lr_model_write(out, opt.bits, bias, weights);
+            rc = lr_model_write(out, opt.bits, opt.history, bias, weights);
         }
     }
 

@@ -112,10 +112,9 @@ typedef struct {
     { "epochs", LR_OPT_UINT, &(o)->epochs, 1, 100000 },                       \
     { "rate", LR_OPT_DOUBLE, &(o)->rate, 1e-9, 1e9 },                         \
     { "l2", LR_OPT_DOUBLE, &(o)->l2, 0, 1e9 },                                \
-    { "seed", LR_OPT_UINT64, &(o)->seed, 0, 0 }
-
-#define LR_HISTORY_OPTION(o)                                                  \
+    { "seed", LR_OPT_UINT64, &(o)->seed, 0, 0 },                              \
     { "history", LR_OPT_UINT, &(o)->history, 0, LLMR_HISTORY_MAX }
+
 
 /*
  * Moves the arguments that are not options to the front of argv;
@@ -177,8 +176,8 @@ typedef struct {
 
 int lr_model_load(lr_model_t *m, const char *path);
 void lr_model_free(lr_model_t *m);
-int lr_model_write(const char *path, unsigned bits, float bias,
-    const float *weights);
+int lr_model_write(const char *path, unsigned bits, unsigned history,
+    float bias, const float *weights);
 int lr_request_check(const llmr_str_t *body, unsigned history,
     const llmr_classifier_t *classifier, double *score, char *err,
     size_t errlen);

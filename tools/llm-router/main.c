@@ -77,6 +77,13 @@ main(int argc, char **argv)
         lr_usage(stderr);
     }
 
+    /* scores lost to a full disk or a closed pipe are a failure too */
+
+    if ((fflush(stdout) != 0 || ferror(stdout)) && status == 0) {
+        lr_error("standard output: %s", strerror(errno));
+        status = LR_EXIT_FAILURE;
+    }
+
     return status;
 }
 
@@ -94,12 +101,12 @@ lr_usage(FILE *out)
 "      learn a classifier from lines {\"request\": {...}, \"label\": 0..1},\n"
 "      1 when the strong model is needed; optional \"weight\", \"id\",\n"
 "      \"weak_correct\" and \"strong_correct\"\n"
-"  score --model FILE [--history N] [DATA.jsonl | -]\n"
-"      {\"id\": ..., \"score\": x} for each {\"id\": ..., \"request\": {...}}\n"
-"  calibrate --model FILE --strong-share S [--history N] DATA.jsonl\n"
+"  score --model FILE [DATA.jsonl | -]\n"
+"      one {\"id\": ..., \"score\": x} for each line with a \"request\"\n"
+"  calibrate --model FILE --strong-share S DATA.jsonl\n"
 "      the threshold T at which \"score>T\" sends the share S (0 to 1)\n"
 "      of the requests to the strong model\n"
-"  eval (--model FILE | --cv K [train options]) [--history N] [--json]\n"
+"  eval (--model FILE | --cv K [train options]) [--json]\n"
 "        DATA.jsonl\n"
 "      routing quality on lines that have \"weak_correct\" and\n"
 "      \"strong_correct\": the quality/cost curve, APGR, CPT(50%),\n"
@@ -116,7 +123,8 @@ lr_usage(FILE *out)
           out);
 
     fprintf(out, "\nDefaults: --bits %u, --epochs %u, --rate %g, --l2 %g, "
-            "--history %u\n(as llm_router_history), --seed %llu, "
+            "--history %u\n(as llm_router_history; the model keeps it for score, "
+            "calibrate, eval\nand nginx), --seed %llu, "
             "--holdout %g, --concurrency %u.\n", def.bits, def.epochs,
             def.rate, def.l2, def.history, (unsigned long long) def.seed,
             LR_HOLDOUT_DEFAULT, LR_CONCURRENCY_DEFAULT);
@@ -144,9 +152,12 @@ lr_options_parse(int argc, char **argv, const lr_option_t *opts,
 {
     int                 i, n;
     size_t              len;
-    const char         *name, *value, *eq;
+    const char         *cmd, *name, *value, *eq;
     const lr_option_t  *o;
 
+    /* cmd, the command, is overwritten by the first argument */
+
+    cmd = argv[0];
     n = 0;
 
     for (i = 1; i < argc; i++) {
@@ -174,14 +185,14 @@ lr_options_parse(int argc, char **argv, const lr_option_t *opts,
                                 : NULL;
 
         if (o == NULL) {
-            lr_error("%s: unknown option \"%.*s\"", argv[0],
+            lr_error("%s: unknown option \"%.*s\"", cmd,
                      (int) (len + 2), argv[i]);
             return -1;
         }
 
         if (o->type == LR_OPT_FLAG) {
             if (eq) {
-                lr_error("%s: --%s takes no value", argv[0], o->name);
+                lr_error("%s: --%s takes no value", cmd, o->name);
                 return -1;
             }
 
@@ -196,12 +207,12 @@ lr_options_parse(int argc, char **argv, const lr_option_t *opts,
             value = argv[++i];
 
         } else {
-            lr_error("%s: --%s needs a value", argv[0], o->name);
+            lr_error("%s: --%s needs a value", cmd, o->name);
             return -1;
         }
 
         if (lr_option_set(o, value) != LLMR_OK) {
-            lr_option_error(argv[0], o, value);
+            lr_option_error(cmd, o, value);
             return -1;
         }
     }

@@ -121,8 +121,8 @@ lr_model_free(lr_model_t *m)
 /* written aside and renamed: nginx never reads half a model */
 
 int
-lr_model_write(const char *path, unsigned bits, float bias,
-    const float *weights)
+lr_model_write(const char *path, unsigned bits, unsigned history,
+    float bias, const float *weights)
 {
     int             rc;
     char           *tmp;
@@ -141,7 +141,7 @@ lr_model_write(const char *path, unsigned bits, float bias,
         return LLMR_ERROR;
     }
 
-    llmr_classifier_write(buf, bits, bias, weights);
+    llmr_classifier_write(buf, bits, history, bias, weights);
     sprintf(tmp, "%s.tmp", path);
 
     rc = lr_file_write(tmp, buf, size);
