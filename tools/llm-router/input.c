@@ -36,6 +36,8 @@ static int lr_map_key(void *ctx, const unsigned char *p, size_t len);
 static int lr_start_array(void *ctx);
 static int lr_end(void *ctx);
 static int lr_value(lr_parse_t *ps);
+static int lr_record_field(const lr_record_t *rec, unsigned field,
+    int required, const llmr_str_t **f, char *err, size_t errlen);
 static void lr_parse_error(lr_parse_t *ps, yajl_status status, char *err,
     size_t errlen);
 
@@ -374,21 +376,38 @@ lr_record_object(const lr_record_t *rec, unsigned field, llmr_str_t *value,
 }
 
 
+/* a field of the record, or why there is none */
+
+static int
+lr_record_field(const lr_record_t *rec, unsigned field, int required,
+    const llmr_str_t **f, char *err, size_t errlen)
+{
+    *f = &rec->field[field];
+
+    if ((*f)->data) {
+        return LLMR_OK;
+    }
+
+    if (!required) {
+        return LR_ABSENT;
+    }
+
+    snprintf(err, errlen, "missing \"%s\"", lr_field_names[field]);
+
+    return LLMR_ERROR;
+}
+
+
 int
 lr_record_number(const lr_record_t *rec, unsigned field, int required,
     double max, double *value, char *err, size_t errlen)
 {
+    int                rc;
     const llmr_str_t  *f;
 
-    f = &rec->field[field];
-
-    if (f->data == NULL) {
-        if (!required) {
-            return LR_ABSENT;
-        }
-
-        snprintf(err, errlen, "missing \"%s\"", lr_field_names[field]);
-        return LLMR_ERROR;
+    rc = lr_record_field(rec, field, required, &f, err, errlen);
+    if (rc != LLMR_OK) {
+        return rc;
     }
 
     /* the bytes are a JSON number, and end where a number cannot go on */
@@ -412,17 +431,12 @@ int
 lr_record_bool(const lr_record_t *rec, unsigned field, int required,
     unsigned *value, char *err, size_t errlen)
 {
+    int                rc;
     const llmr_str_t  *f;
 
-    f = &rec->field[field];
-
-    if (f->data == NULL) {
-        if (!required) {
-            return LR_ABSENT;
-        }
-
-        snprintf(err, errlen, "missing \"%s\"", lr_field_names[field]);
-        return LLMR_ERROR;
+    rc = lr_record_field(rec, field, required, &f, err, errlen);
+    if (rc != LLMR_OK) {
+        return rc;
     }
 
     if ((f->len == 4 && memcmp(f->data, "true", 4) == 0)

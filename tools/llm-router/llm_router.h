@@ -26,7 +26,7 @@ typedef struct {
 typedef struct {
     lr_feature_t     *x;
     uint32_t          n;
-    float             label;        /* 0..1: 1 when the strong model is needed */
+    float             label;        /* 1 when the strong model is needed */
     float             weight;
 } lr_example_t;
 

@@ -123,8 +123,8 @@ lr_usage(FILE *out)
           out);
 
     fprintf(out, "\nDefaults: --bits %u, --epochs %u, --rate %g, --l2 %g, "
-            "--history %u\n(as llm_router_history; the model keeps it for score, "
-            "calibrate, eval\nand nginx), --seed %llu, "
+            "--history %u\n(as llm_router_history; the model keeps it "
+            "for score, calibrate, eval\nand nginx), --seed %llu, "
             "--holdout %g, --concurrency %u.\n", def.bits, def.epochs,
             def.rate, def.l2, def.history, (unsigned long long) def.seed,
             LR_HOLDOUT_DEFAULT, LR_CONCURRENCY_DEFAULT);
