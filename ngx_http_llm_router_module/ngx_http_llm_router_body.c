@@ -97,7 +97,7 @@ ngx_http_llm_router_handler(ngx_http_request_t *r)
 
     llcf = ngx_http_get_module_loc_conf(r, ngx_http_llm_router_module);
 
-    if (!llcf->enable || r != r->main) {
+    if (!ngx_http_llm_router_on(llcf) || r != r->main) {
         return NGX_DECLINED;
     }
 

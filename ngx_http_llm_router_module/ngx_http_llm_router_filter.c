@@ -68,7 +68,7 @@ ngx_http_llm_router_header_filter(ngx_http_request_t *r)
 
     llcf = ngx_http_get_module_loc_conf(r, ngx_http_llm_router_module);
 
-    if (!llcf->enable || r != r->main) {
+    if (!ngx_http_llm_router_on(llcf) || r != r->main) {
         return ngx_http_next_header_filter(r);
     }
 
@@ -97,7 +97,11 @@ ngx_http_llm_router_header_filter(ngx_http_request_t *r)
 
     status = r->headers_out.status;
 
-    if (ctx && ctx->routed && status >= 200 && status < 300) {
+    /* an explain answer is ours, not a provider's: it costs nothing */
+
+    if (ctx && ctx->routed && !llcf->explain
+        && status >= 200 && status < 300)
+    {
         sse = r->headers_out.content_type.len
                                   >= sizeof("text/event-stream") - 1
               && ngx_strncasecmp(r->headers_out.content_type.data,

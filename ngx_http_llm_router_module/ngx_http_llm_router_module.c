@@ -867,6 +867,9 @@ ngx_http_llm_router_classifier(ngx_conf_t *cf, ngx_command_t *cmd,
         return NGX_CONF_OK;
     }
 
+    llcf->classifier_file = cf->conf_file->file.name.data;
+    llcf->classifier_line = cf->conf_file->line;
+
     path = value[1];
 
     if (ngx_conf_full_name(cf->cycle, &path, 1) != NGX_OK) {
@@ -984,7 +987,6 @@ ngx_http_llm_router_explain(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     /* the decision is made as usual, then answered instead of proxied */
 
     llcf->explain = 1;
-    llcf->enable = 1;
 
     clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
     clcf->handler = ngx_http_llm_router_explain_handler;
@@ -1189,13 +1191,23 @@ ngx_http_llm_router_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     ngx_http_llm_router_loc_conf_t *prev = parent;
     ngx_http_llm_router_loc_conf_t *conf = child;
 
+    ngx_http_core_loc_conf_t  *clcf;
+
     ngx_conf_merge_value(conf->enable, prev->enable, 0);
     /* not inherited: only the location itself answers with its decision */
     if (conf->explain == NGX_CONF_UNSET) {
         conf->explain = 0;
     }
 
-    ngx_conf_merge_ptr_value(conf->classifier, prev->classifier, NULL);
+    if (conf->classifier == NGX_CONF_UNSET_PTR) {
+        conf->classifier = prev->classifier;
+        conf->classifier_file = prev->classifier_file;
+        conf->classifier_line = prev->classifier_line;
+    }
+
+    if (conf->classifier == NGX_CONF_UNSET_PTR) {
+        conf->classifier = NULL;
+    }
     ngx_conf_merge_value(conf->pin, prev->pin, 1);
     ngx_conf_merge_value(conf->history, prev->history, 6);
 
@@ -1219,13 +1231,29 @@ ngx_http_llm_router_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
 
     /* the score counts the window the model was trained with */
 
-    if (conf->enable && conf->classifier
+    if (ngx_http_llm_router_on(conf) && conf->classifier
         && conf->classifier->history != (ngx_uint_t) conf->history)
     {
         ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
                       "llm_router_classifier was trained with a history "
-                      "of %ui messages, but llm_router_history is %i",
-                      (ngx_uint_t) conf->classifier->history, conf->history);
+                      "of %ui messages, but llm_router_history is %i, "
+                      "in %s:%ui", (ngx_uint_t) conf->classifier->history,
+                      conf->history, conf->classifier_file,
+                      conf->classifier_line);
+        return NGX_CONF_ERROR;
+    }
+
+    /* proxy_pass in the same location would forward the request as is */
+
+    clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
+
+    if (conf->explain
+        && clcf->handler != ngx_http_llm_router_explain_handler)
+    {
+        ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
+                      "\"llm_router_explain\" and another content handler "
+                      "such as \"proxy_pass\" are in the same location "
+                      "\"%V\"", &clcf->name);
         return NGX_CONF_ERROR;
     }
 
@@ -1296,7 +1324,7 @@ ngx_http_llm_router_resolve(ngx_conf_t *cf,
 
             if ((cond->type == LLMR_COND_SCORE_GT
                  || cond->type == LLMR_COND_SCORE_LT)
-                && conf->enable && conf->classifier == NULL)
+                && ngx_http_llm_router_on(conf) && conf->classifier == NULL)
             {
                 ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
                               "a \"score\" condition needs "

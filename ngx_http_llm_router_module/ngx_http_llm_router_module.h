@@ -92,6 +92,8 @@ typedef struct {
     ngx_http_llm_router_model_t   *default_model;
 
     llmr_classifier_t             *classifier;
+    u_char                        *classifier_file;
+    ngx_uint_t                     classifier_line;
 
     ngx_flag_t                     enable;
     ngx_flag_t                     explain;
@@ -135,6 +137,10 @@ u_char *ngx_http_llm_router_decision(u_char *p,
     ngx_http_llm_router_ctx_t *ctx);
 size_t ngx_http_llm_router_json_size(ngx_str_t *s);
 u_char *ngx_http_llm_router_json(u_char *p, ngx_str_t *s);
+
+
+/* a location routes when the router is on, or when it explains */
+#define ngx_http_llm_router_on(llcf)  ((llcf)->enable || (llcf)->explain)
 
 
 extern ngx_module_t  ngx_http_llm_router_module;

@@ -367,7 +367,7 @@ ngx_http_llm_router_log_variable(ngx_http_request_t *r,
     llcf = ngx_http_get_module_loc_conf(r, ngx_http_llm_router_module);
     ctx = ngx_http_get_module_ctx(r, ngx_http_llm_router_module);
 
-    if (!llcf->enable && ctx == NULL) {
+    if (!ngx_http_llm_router_on(llcf) && ctx == NULL) {
         v->not_found = 1;
         return NGX_OK;
     }

@@ -63,6 +63,7 @@ server {
         llm_router_explain;
         llm_router_rule learned score>0.5 large;
         llm_router_default mini;
+        access_log %%PREFIX%%/explain.log llm;
     }
 }
 EOF
@@ -112,6 +113,9 @@ is scalar(() = $t->requests('large')) + scalar(() = $t->requests('mini')), $befo
    'explain sends nothing upstream';
 ok $d->{prompt_tokens} > 0 && $d->{est_cost_usd} > 0 && $d->{url} =~ m{^http://},
    'explain has the estimate, the cost and the url';
+my $x = $t->next_record('explain.log');
+is_deeply [@$x{qw(model rule usage_source cost_usd status)}], ['large', 'learned', 'none', 0, 200],
+          'an explained request costs nothing in the log';
 
 # a reload reads the file again: a model trained the other way round
 train('model', 1);
@@ -163,5 +167,13 @@ $u->config($history);
 ($ok, $out) = $u->nginx_test;
 ok !$ok && $out =~ /llm_router_classifier was trained with a history of 6 messages, but llm_router_history is 2/,
    'a history other than the model\'s fails nginx -t';
+
+(my $both = $static) =~ s/llm_router_explain;/llm_router_explain;\n        proxy_pass http:\/\/127.0.0.1:9;/;
+$u = LLMRouterTest->new;
+$u->write_file('model', $good);
+$u->config($both);
+($ok, $out) = $u->nginx_test;
+ok !$ok && $out =~ /"llm_router_explain" and another content handler such as "proxy_pass" are in the same location "\/explain"/,
+   'explain and proxy_pass in one location fail nginx -t';
 
 done_testing;
