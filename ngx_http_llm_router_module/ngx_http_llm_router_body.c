@@ -24,9 +24,12 @@ static int ngx_http_llm_router_var_test(void *data, const llmr_cond_t *cond);
 static ngx_int_t ngx_http_llm_router_rewrite_body(ngx_http_request_t *r,
     ngx_http_llm_router_ctx_t *ctx);
 static ngx_int_t ngx_http_llm_router_splice(ngx_http_request_t *r,
-    ngx_chain_t **chain, off_t start, off_t end, ngx_buf_t *insert);
+    ngx_chain_t *in, off_t start, off_t end, ngx_buf_t *insert,
+    ngx_chain_t **chain);
 static ngx_int_t ngx_http_llm_router_append(ngx_pool_t *pool,
     ngx_chain_t ***last, ngx_buf_t *b, off_t from, off_t to);
+static ngx_int_t ngx_http_llm_router_strip_headers(ngx_http_request_t *r,
+    ngx_http_llm_router_ctx_t *ctx);
 static ngx_int_t ngx_http_llm_router_credentials(ngx_http_request_t *r,
     ngx_http_llm_router_ctx_t *ctx);
 static ngx_uint_t ngx_http_llm_router_client_header(ngx_table_elt_t *h);
@@ -104,6 +107,10 @@ ngx_http_llm_router_handler(ngx_http_request_t *r)
     ctx = ngx_http_get_module_ctx(r, ngx_http_llm_router_module);
 
     if (ctx) {
+        if (ctx->status == NGX_DECLINED && ctx->failover) {
+            return ngx_http_llm_router_attempt(r, ctx);
+        }
+
         return ctx->status;
     }
 
@@ -273,16 +280,22 @@ ngx_http_llm_router_route(ngx_http_request_t *r,
         return NGX_DECLINED;
     }
 
-    rc = ngx_http_llm_router_credentials(r, ctx);
+    /* what the client sent stays aside: each attempt is made from it */
+
+    ctx->client_bufs = r->request_body->bufs;
+
+    if (ngx_http_llm_router_strip_headers(r, ctx) != NGX_OK) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    rc = ngx_http_llm_router_prepare(r, ctx);
     if (rc != NGX_OK) {
         return rc;
     }
 
-    if (ngx_http_llm_router_rewrite_body(r, ctx) != NGX_OK) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-
     ctx->routed = 1;
+    ctx->failover = ctx->model->fallback
+                    || (llcf->escalate && ctx->model->escalate);
 
     ngx_log_debug3(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
                    "llm_router: model \"%V\" by rule \"%V\", %uD tokens",
@@ -387,6 +400,27 @@ ngx_http_llm_router_var_test(void *data, const llmr_cond_t *cond)
 }
 
 
+/* the request for ctx->model: its credentials, its "model" in the body */
+
+ngx_int_t
+ngx_http_llm_router_prepare(ngx_http_request_t *r,
+    ngx_http_llm_router_ctx_t *ctx)
+{
+    ngx_int_t  rc;
+
+    rc = ngx_http_llm_router_credentials(r, ctx);
+    if (rc != NGX_OK) {
+        return rc;
+    }
+
+    if (ngx_http_llm_router_rewrite_body(r, ctx) != NGX_OK) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    return NGX_OK;
+}
+
+
 static ngx_int_t
 ngx_http_llm_router_rewrite_body(ngx_http_request_t *r,
     ngx_http_llm_router_ctx_t *ctx)
@@ -409,7 +443,8 @@ ngx_http_llm_router_rewrite_body(ngx_http_request_t *r,
 
     b->last = llmr_rewrite(f, &upstream, b->pos, &start, &end);
 
-    if (ngx_http_llm_router_splice(r, &r->request_body->bufs, start, end, b)
+    if (ngx_http_llm_router_splice(r, ctx->client_bufs, start, end, b,
+                                   &r->request_body->bufs)
         != NGX_OK)
     {
         return NGX_ERROR;
@@ -436,26 +471,27 @@ ngx_http_llm_router_rewrite_body(ngx_http_request_t *r,
 
 
 /*
- * Replaces bytes [start, end) of a chain with one buffer.  Buffers are
- * shared, not copied: the ones cut are replaced by shallow copies that
- * point into the same memory or the same part of the temporary file.
+ * A new chain: bytes [start, end) of the chain in replaced by one buffer.
+ * Buffers are shared, not copied, and the chain in is left as it is: the
+ * buffers cut are shallow copies that point into the same memory or the
+ * same part of the temporary file.
  */
 
 static ngx_int_t
-ngx_http_llm_router_splice(ngx_http_request_t *r, ngx_chain_t **chain,
-    off_t start, off_t end, ngx_buf_t *insert)
+ngx_http_llm_router_splice(ngx_http_request_t *r, ngx_chain_t *in,
+    off_t start, off_t end, ngx_buf_t *insert, ngx_chain_t **chain)
 {
     off_t         pos, size;
     ngx_buf_t    *b;
     ngx_uint_t    inserted;
-    ngx_chain_t  *in, *out, **last;
+    ngx_chain_t  *out, **last;
 
     out = NULL;
     last = &out;
     inserted = 0;
     pos = 0;
 
-    for (in = *chain; in; in = in->next) {
+    for ( /* void */ ; in; in = in->next) {
         b = in->buf;
         size = ngx_buf_size(b);
 
@@ -566,53 +602,36 @@ ngx_http_llm_router_append(ngx_pool_t *pool, ngx_chain_t ***last,
 
 
 /*
- * The provider's key is set here, whatever the client sent, so that a
- * client key never reaches a provider and no location can forget one.
- * The header list is rebuilt without the client's credentials; the old
- * elements stay where they are, so that the pointers nginx keeps into
- * them (r->headers_in.host and the like) remain valid.
+ * The client's credentials are taken out once, into a header list with
+ * room for one more header: each attempt adds its model's key to a copy
+ * of that list.  The old elements stay where they are, so that the
+ * pointers nginx keeps into them (r->headers_in.host and the like)
+ * remain valid.
  */
 
 static ngx_int_t
-ngx_http_llm_router_credentials(ngx_http_request_t *r,
+ngx_http_llm_router_strip_headers(ngx_http_request_t *r,
     ngx_http_llm_router_ctx_t *ctx)
 {
-    u_char                       *p;
-    ngx_str_t                     key, *name;
-    ngx_uint_t                    i;
-    ngx_list_t                    old;
-    ngx_list_part_t              *part;
-    ngx_table_elt_t              *h, *e;
-    ngx_http_llm_router_model_t  *model;
+    ngx_uint_t        i, n;
+    ngx_list_t       *list;
+    ngx_list_part_t  *part;
+    ngx_table_elt_t  *h, *e;
 
-    model = ctx->model;
+    list = &r->headers_in.headers;
+    n = 0;
 
-    ngx_str_null(&key);
-
-    if (model->auth != NGX_HTTP_LLM_ROUTER_AUTH_NONE) {
-        if (ngx_http_complex_value(r, model->key, &key) != NGX_OK) {
-            return NGX_HTTP_INTERNAL_SERVER_ERROR;
-        }
-
-        if (key.len == 0) {
-            ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
-                          "llm_router: the key of model \"%V\" is empty",
-                          &model->name);
-            ngx_str_set(&ctx->error, "the model has no credentials");
-            return NGX_HTTP_INTERNAL_SERVER_ERROR;
-        }
+    for (part = &list->part; part; part = part->next) {
+        n += part->nelts;
     }
 
-    old = r->headers_in.headers;
-
-    if (ngx_list_init(&r->headers_in.headers, r->pool, old.nalloc,
-                      sizeof(ngx_table_elt_t))
+    if (ngx_list_init(&ctx->headers, r->pool, n + 1, sizeof(ngx_table_elt_t))
         != NGX_OK)
     {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        return NGX_ERROR;
     }
 
-    part = &old.part;
+    part = &list->part;
     h = part->elts;
 
     for (i = 0; /* void */ ; i++) {
@@ -631,9 +650,9 @@ ngx_http_llm_router_credentials(ngx_http_request_t *r,
             continue;
         }
 
-        e = ngx_list_push(&r->headers_in.headers);
+        e = ngx_list_push(&ctx->headers);
         if (e == NULL) {
-            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+            return NGX_ERROR;
         }
 
         *e = h[i];
@@ -641,8 +660,44 @@ ngx_http_llm_router_credentials(ngx_http_request_t *r,
 
     r->headers_in.authorization = NULL;
 
+    return NGX_OK;
+}
+
+
+/*
+ * The provider's key is set here, whatever the client sent, so that a
+ * client key never reaches a provider and no location can forget one.
+ */
+
+static ngx_int_t
+ngx_http_llm_router_credentials(ngx_http_request_t *r,
+    ngx_http_llm_router_ctx_t *ctx)
+{
+    u_char                       *p;
+    ngx_str_t                     key, *name;
+    ngx_table_elt_t              *h;
+    ngx_http_llm_router_model_t  *model;
+
+    model = ctx->model;
+
+    /* one part, with room for the key: the saved list is not touched */
+    r->headers_in.headers = ctx->headers;
+    r->headers_in.headers.last = &r->headers_in.headers.part;
+
     if (model->auth == NGX_HTTP_LLM_ROUTER_AUTH_NONE) {
         return NGX_OK;
+    }
+
+    if (ngx_http_complex_value(r, model->key, &key) != NGX_OK) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    if (key.len == 0) {
+        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                      "llm_router: the key of model \"%V\" is empty",
+                      &model->name);
+        ngx_str_set(&ctx->error, "the model has no credentials");
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
     h = ngx_list_push(&r->headers_in.headers);

@@ -21,6 +21,7 @@ static ngx_int_t ngx_http_llm_router_body_filter(ngx_http_request_t *r,
     ngx_chain_t *in);
 static ngx_int_t ngx_http_llm_router_json_error(ngx_http_request_t *r,
     ngx_http_llm_router_ctx_t *ctx);
+static void ngx_http_llm_router_consume(ngx_chain_t *in);
 
 
 static ngx_http_output_header_filter_pt  ngx_http_next_header_filter;
@@ -62,17 +63,37 @@ ngx_http_llm_router_filter_init(ngx_conf_t *cf)
 static ngx_int_t
 ngx_http_llm_router_header_filter(ngx_http_request_t *r)
 {
+    ngx_int_t                        rc;
     ngx_uint_t                       status, sse;
     ngx_http_llm_router_ctx_t       *ctx;
     ngx_http_llm_router_loc_conf_t  *llcf;
 
-    llcf = ngx_http_get_module_loc_conf(r, ngx_http_llm_router_module);
+    ctx = ngx_http_get_module_ctx(r->main, ngx_http_llm_router_module);
 
-    if (!ngx_http_llm_router_on(llcf) || r != r->main) {
+    if (r != r->main) {
+
+        /* a try of failover: dropped, or the header of the answer */
+
+        if (ctx && r == ctx->sr) {
+            rc = ngx_http_llm_router_attempt_header(r, ctx);
+
+            if (rc == NGX_DECLINED) {
+                return NGX_OK;
+            }
+
+            if (rc == NGX_ERROR) {
+                return rc;
+            }
+        }
+
         return ngx_http_next_header_filter(r);
     }
 
-    ctx = ngx_http_get_module_ctx(r, ngx_http_llm_router_module);
+    llcf = ngx_http_get_module_loc_conf(r, ngx_http_llm_router_module);
+
+    if (!ngx_http_llm_router_on(llcf)) {
+        return ngx_http_next_header_filter(r);
+    }
 
     /* nginx's own error page: an API client expects JSON */
 
@@ -189,20 +210,36 @@ ngx_http_llm_router_body_filter(ngx_http_request_t *r, ngx_chain_t *in)
     ngx_chain_t                *cl, out;
     ngx_http_llm_router_ctx_t  *ctx;
 
-    ctx = ngx_http_get_module_ctx(r, ngx_http_llm_router_module);
+    ctx = ngx_http_get_module_ctx(r->main, ngx_http_llm_router_module);
 
-    if (ctx == NULL || r != r->main) {
+    if (ctx == NULL || (r != r->main && r != ctx->sr)) {
         return ngx_http_next_body_filter(r, in);
     }
 
-    if (ctx->json_error) {
+    if (r != r->main && ctx->sr_failed) {
+        /* the answer of a failed try never reaches the client */
+        ngx_http_llm_router_consume(in);
+        return NGX_OK;
+    }
+
+    if (r != r->main) {
+
+        /* an answer that ends without its last buffer was cut short */
+
+        for (cl = in; cl; cl = cl->next) {
+            ctx->sr_complete |= cl->buf->last_in_chain || cl->buf->last_buf;
+        }
+
+        if (ctx->hold) {
+            return ngx_http_llm_router_hold(r, ctx, in);
+        }
+    }
+
+    if (ctx->json_error && r == r->main) {
 
         /* the HTML page is consumed and our JSON goes instead */
 
-        for (cl = in; cl; cl = cl->next) {
-            cl->buf->pos = cl->buf->last;
-            cl->buf->file_pos = cl->buf->file_last;
-        }
+        ngx_http_llm_router_consume(in);
 
         if (ctx->json_error_sent || in == NULL) {
             return NGX_OK;
@@ -232,4 +269,14 @@ ngx_http_llm_router_body_filter(ngx_http_request_t *r, ngx_chain_t *in)
     }
 
     return ngx_http_next_body_filter(r, in);
+}
+
+
+static void
+ngx_http_llm_router_consume(ngx_chain_t *in)
+{
+    for ( /* void */ ; in; in = in->next) {
+        in->buf->pos = in->buf->last;
+        in->buf->file_pos = in->buf->file_last;
+    }
 }

@@ -30,6 +30,17 @@ static char *ngx_http_llm_router_set_price(ngx_conf_t *cf,
     ngx_http_llm_router_model_t *model, ngx_str_t *value);
 static char *ngx_http_llm_router_set_context(ngx_conf_t *cf,
     ngx_http_llm_router_model_t *model, ngx_str_t *value);
+static char *ngx_http_llm_router_set_fallback(ngx_conf_t *cf,
+    ngx_http_llm_router_model_t *model, ngx_str_t *value);
+static char *ngx_http_llm_router_set_escalate(ngx_conf_t *cf,
+    ngx_http_llm_router_model_t *model, ngx_str_t *value);
+static char *ngx_http_llm_router_escalate_pattern(ngx_conf_t *cf,
+    ngx_command_t *cmd, void *conf);
+static ngx_int_t ngx_http_llm_router_resolve_chain(ngx_conf_t *cf,
+    ngx_http_llm_router_main_conf_t *lmcf, ngx_http_llm_router_model_t *model,
+    const char *name);
+static char *ngx_http_llm_router_fallback_status(ngx_conf_t *cf,
+    ngx_command_t *cmd, void *conf);
 static char *ngx_http_llm_router_keywords(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static char *ngx_http_llm_router_rule(ngx_conf_t *cf, ngx_command_t *cmd,
@@ -57,6 +68,18 @@ static char *ngx_http_llm_router_merge_loc_conf(ngx_conf_t *cf, void *parent,
     void *child);
 
 
+/* what a provider answers when another model should be tried */
+
+static ngx_uint_t  ngx_http_llm_router_default_fallback_status[] = {
+    429, 500, 502, 503, 504
+};
+
+static ngx_array_t  ngx_http_llm_router_default_fallback = {
+    ngx_http_llm_router_default_fallback_status, 5, sizeof(ngx_uint_t), 5,
+    NULL
+};
+
+
 static ngx_conf_num_bounds_t  ngx_http_llm_router_history_bounds = {
     ngx_conf_check_num_bounds, 0, LLMR_HISTORY_MAX
 };
@@ -82,6 +105,8 @@ static ngx_http_llm_router_option_t  ngx_http_llm_router_options[] = {
     { ngx_string("key_file"), 1, 0x08, ngx_http_llm_router_set_key_file },
     { ngx_string("price"), 2, 0x10, ngx_http_llm_router_set_price },
     { ngx_string("context"), 1, 0x20, ngx_http_llm_router_set_context },
+    { ngx_string("fallback"), 1, 0x40, ngx_http_llm_router_set_fallback },
+    { ngx_string("escalate"), 1, 0x80, ngx_http_llm_router_set_escalate },
     { ngx_null_string, 0, 0, NULL }
 };
 
@@ -152,6 +177,62 @@ static ngx_command_t  ngx_http_llm_router_commands[] = {
       ngx_http_llm_router_explain,
       NGX_HTTP_LOC_CONF_OFFSET,
       0,
+      NULL },
+
+    { ngx_string("llm_router_fallback_status"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_1MORE,
+      ngx_http_llm_router_fallback_status,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("llm_router_escalate"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_FLAG,
+      ngx_conf_set_flag_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_llm_router_loc_conf_t, escalate),
+      NULL },
+
+    { ngx_string("llm_router_escalate_min_length"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_num_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_llm_router_loc_conf_t, escalate_min_length),
+      NULL },
+
+    { ngx_string("llm_router_escalate_pattern"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_1MORE,
+      ngx_http_llm_router_escalate_pattern,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("llm_router_escalate_json"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_FLAG,
+      ngx_conf_set_flag_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_llm_router_loc_conf_t, escalate_json),
+      NULL },
+
+    { ngx_string("llm_router_escalate_tool_args"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_FLAG,
+      ngx_conf_set_flag_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_llm_router_loc_conf_t, escalate_tool_args),
+      NULL },
+
+    { ngx_string("llm_router_escalate_stream"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_FLAG,
+      ngx_conf_set_flag_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_llm_router_loc_conf_t, escalate_stream),
+      NULL },
+
+    { ngx_string("llm_router_escalate_buffer"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_size_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_llm_router_loc_conf_t, escalate_buffer),
       NULL },
 
     { ngx_string("llm_router_pin"),
@@ -459,6 +540,86 @@ ngx_http_llm_router_set_context(ngx_conf_t *cf,
     model->context = n;
 
     return NGX_CONF_OK;
+}
+
+
+/* fallback and escalate name models resolved once every model is known */
+
+static char *
+ngx_http_llm_router_set_fallback(ngx_conf_t *cf,
+    ngx_http_llm_router_model_t *model, ngx_str_t *value)
+{
+    model->fallback_name = *value;
+
+    return NGX_CONF_OK;
+}
+
+
+static char *
+ngx_http_llm_router_set_escalate(ngx_conf_t *cf,
+    ngx_http_llm_router_model_t *model, ngx_str_t *value)
+{
+    model->escalate_name = *value;
+
+    return NGX_CONF_OK;
+}
+
+
+/* patterns of refusal or uncertainty, case-insensitive */
+
+static char *
+ngx_http_llm_router_escalate_pattern(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf)
+{
+#if (NGX_PCRE)
+    ngx_http_llm_router_loc_conf_t *llcf = conf;
+
+    u_char               errstr[NGX_MAX_CONF_ERRSTR];
+    ngx_str_t           *value;
+    ngx_uint_t           i;
+    ngx_regex_elt_t     *re;
+    ngx_regex_compile_t  rc;
+
+    if (llcf->escalate_patterns != NGX_CONF_UNSET_PTR) {
+        return "is duplicate";
+    }
+
+    llcf->escalate_patterns = ngx_array_create(cf->pool, cf->args->nelts - 1,
+                                               sizeof(ngx_regex_elt_t));
+    if (llcf->escalate_patterns == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    value = cf->args->elts;
+
+    for (i = 1; i < cf->args->nelts; i++) {
+        ngx_memzero(&rc, sizeof(ngx_regex_compile_t));
+
+        rc.pattern = value[i];
+        rc.pool = cf->pool;
+        rc.options = NGX_REGEX_CASELESS;
+        rc.err.len = NGX_MAX_CONF_ERRSTR;
+        rc.err.data = errstr;
+
+        if (ngx_regex_compile(&rc) != NGX_OK) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, "%V", &rc.err);
+            return NGX_CONF_ERROR;
+        }
+
+        re = ngx_array_push(llcf->escalate_patterns);
+        if (re == NULL) {
+            return NGX_CONF_ERROR;
+        }
+
+        re->regex = rc.regex;
+        re->name = value[i].data;
+    }
+
+    return NGX_CONF_OK;
+
+#else
+    return "requires the PCRE library";
+#endif
 }
 
 
@@ -995,6 +1156,51 @@ ngx_http_llm_router_explain(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 }
 
 
+static char *
+ngx_http_llm_router_fallback_status(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf)
+{
+    ngx_http_llm_router_loc_conf_t *llcf = conf;
+
+    ngx_int_t    status;
+    ngx_str_t   *value;
+    ngx_uint_t   i, *s;
+
+    if (llcf->fallback_status != NGX_CONF_UNSET_PTR) {
+        return "is duplicate";
+    }
+
+    llcf->fallback_status = ngx_array_create(cf->pool, cf->args->nelts - 1,
+                                             sizeof(ngx_uint_t));
+    if (llcf->fallback_status == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    value = cf->args->elts;
+
+    for (i = 1; i < cf->args->nelts; i++) {
+        status = ngx_atoi(value[i].data, value[i].len);
+
+        if (status < 400 || status > 599) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "invalid status \"%V\" in "
+                               "\"llm_router_fallback_status\", "
+                               "400 to 599 expected", &value[i]);
+            return NGX_CONF_ERROR;
+        }
+
+        s = ngx_array_push(llcf->fallback_status);
+        if (s == NULL) {
+            return NGX_CONF_ERROR;
+        }
+
+        *s = status;
+    }
+
+    return NGX_CONF_OK;
+}
+
+
 /* models and keyword lists alike start with their name */
 
 static ngx_int_t
@@ -1017,6 +1223,61 @@ ngx_http_llm_router_find(ngx_array_t *a, ngx_str_t *name)
     }
 
     return NGX_ERROR;
+}
+
+
+/*
+ * The model a "fallback" or an "escalate" names; such a chain ends: a
+ * model does not come back in its own.
+ */
+
+static ngx_int_t
+ngx_http_llm_router_resolve_chain(ngx_conf_t *cf,
+    ngx_http_llm_router_main_conf_t *lmcf, ngx_http_llm_router_model_t *model,
+    const char *name)
+{
+    ngx_int_t                      m;
+    ngx_str_t                     *target;
+    ngx_uint_t                     n, fallback;
+    ngx_http_llm_router_model_t   *next, **link;
+
+    fallback = (name[0] == 'f');
+
+    target = fallback ? &model->fallback_name : &model->escalate_name;
+    link = fallback ? &model->fallback : &model->escalate;
+
+    if (target->len == 0) {
+        return NGX_OK;
+    }
+
+    m = ngx_http_llm_router_find(&lmcf->models, target);
+
+    if (m == NGX_ERROR) {
+        ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
+                      "unknown model \"%V\" in \"%s\" of "
+                      "llm_router_model \"%V\"", target, name, &model->name);
+        return NGX_ERROR;
+    }
+
+    *link = (ngx_http_llm_router_model_t *) lmcf->models.elts + m;
+
+    /* a chain longer than the number of models loops */
+
+    n = 0;
+
+    for (next = *link; next; next = fallback ? next->fallback : next->escalate)
+    {
+        if (next == model || ++n > lmcf->models.nelts) {
+            ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
+                          "the %s of llm_router_model \"%V\" "
+                          "come back to it",
+                          fallback ? "fallbacks" : "escalate targets",
+                          &model->name);
+            return NGX_ERROR;
+        }
+    }
+
+    return NGX_OK;
 }
 
 
@@ -1115,6 +1376,18 @@ ngx_http_llm_router_init_main_conf(ngx_conf_t *cf, void *conf)
 
     lmcf->core_models = cm;
 
+    for (i = 0; i < lmcf->models.nelts; i++) {
+        if (ngx_http_llm_router_resolve_chain(cf, lmcf, &model[i],
+                                              "fallback")
+            != NGX_OK
+            || ngx_http_llm_router_resolve_chain(cf, lmcf, &model[i],
+                                                 "escalate")
+               != NGX_OK)
+        {
+            return NGX_CONF_ERROR;
+        }
+    }
+
     list = lmcf->lists.elts;
     n = 0;
 
@@ -1178,6 +1451,14 @@ ngx_http_llm_router_create_loc_conf(ngx_conf_t *cf)
     llcf->enable = NGX_CONF_UNSET;
     llcf->explain = NGX_CONF_UNSET;
     llcf->classifier = NGX_CONF_UNSET_PTR;
+    llcf->fallback_status = NGX_CONF_UNSET_PTR;
+    llcf->escalate = NGX_CONF_UNSET;
+    llcf->escalate_json = NGX_CONF_UNSET;
+    llcf->escalate_tool_args = NGX_CONF_UNSET;
+    llcf->escalate_stream = NGX_CONF_UNSET;
+    llcf->escalate_min_length = NGX_CONF_UNSET_UINT;
+    llcf->escalate_buffer = NGX_CONF_UNSET_SIZE;
+    llcf->escalate_patterns = NGX_CONF_UNSET_PTR;
     llcf->pin = NGX_CONF_UNSET;
     llcf->history = NGX_CONF_UNSET;
 
@@ -1209,6 +1490,19 @@ ngx_http_llm_router_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
         conf->classifier = NULL;
     }
     ngx_conf_merge_value(conf->pin, prev->pin, 1);
+    ngx_conf_merge_ptr_value(conf->fallback_status, prev->fallback_status,
+                             &ngx_http_llm_router_default_fallback);
+    ngx_conf_merge_value(conf->escalate, prev->escalate, 0);
+    ngx_conf_merge_value(conf->escalate_json, prev->escalate_json, 0);
+    ngx_conf_merge_value(conf->escalate_tool_args, prev->escalate_tool_args,
+                         0);
+    ngx_conf_merge_value(conf->escalate_stream, prev->escalate_stream, 0);
+    ngx_conf_merge_uint_value(conf->escalate_min_length,
+                              prev->escalate_min_length, 0);
+    ngx_conf_merge_size_value(conf->escalate_buffer, prev->escalate_buffer,
+                              1024 * 1024);
+    ngx_conf_merge_ptr_value(conf->escalate_patterns, prev->escalate_patterns,
+                             NULL);
     ngx_conf_merge_value(conf->history, prev->history, 6);
 
     /* like proxy_set_header: rules of a level replace the inherited ones */

@@ -23,7 +23,9 @@
 
 /* models and keyword lists start with their name, for lookups by name */
 
-typedef struct {
+typedef struct ngx_http_llm_router_model_s  ngx_http_llm_router_model_t;
+
+struct ngx_http_llm_router_model_s {
     ngx_str_t                      name;
     ngx_str_t                      url;
     ngx_str_t                      upstream;      /* the body's "model" */
@@ -33,8 +35,12 @@ typedef struct {
     uint64_t                       price_in;
     uint64_t                       price_out;
     ngx_uint_t                     context;
+    ngx_str_t                      fallback_name;
+    ngx_http_llm_router_model_t   *fallback;
+    ngx_str_t                      escalate_name;
+    ngx_http_llm_router_model_t   *escalate;
     ngx_uint_t                     set;        /* options seen, a bit each */
-} ngx_http_llm_router_model_t;
+};
 
 
 typedef struct {
@@ -91,6 +97,16 @@ typedef struct {
     ngx_uint_t                     default_line;
     ngx_http_llm_router_model_t   *default_model;
 
+    ngx_array_t                   *fallback_status;      /* ngx_uint_t */
+
+    ngx_flag_t                     escalate;
+    ngx_flag_t                     escalate_json;
+    ngx_flag_t                     escalate_tool_args;
+    ngx_flag_t                     escalate_stream;
+    ngx_uint_t                     escalate_min_length;
+    size_t                         escalate_buffer;
+    ngx_array_t                   *escalate_patterns;   /* ngx_regex_elt_t */
+
     llmr_classifier_t             *classifier;
     u_char                        *classifier_file;
     ngx_uint_t                     classifier_line;
@@ -102,12 +118,43 @@ typedef struct {
 } ngx_http_llm_router_loc_conf_t;
 
 
+#define NGX_HTTP_LLM_ROUTER_ATTEMPTS_MAX  8
+
+
+/* one try of a model, for the log */
+
+typedef struct {
+    ngx_http_llm_router_model_t   *model;
+    ngx_uint_t                     status;
+    ngx_msec_t                     start;
+    ngx_msec_t                     latency;
+    uint64_t                       cost;          /* pico-USD */
+    const char                    *reason;        /* why another came */
+    unsigned                       failed:1;
+} ngx_http_llm_router_attempt_t;
+
+
 typedef struct {
     llmr_request_t                 request;
     llmr_usage_t                   usage;
 
     ngx_http_llm_router_model_t   *model;
     ngx_str_t                      rule;
+
+    /* the client's body and headers, without its credentials */
+    ngx_chain_t                   *client_bufs;
+    ngx_list_t                     headers;
+
+    /* failover: the attempt running, and those made */
+    ngx_http_request_t            *sr;
+    ngx_http_llm_router_attempt_t  attempts[NGX_HTTP_LLM_ROUTER_ATTEMPTS_MAX];
+    ngx_uint_t                     nattempts;
+    ngx_uint_t                     final_status;
+
+    /* escalation: the answer held back until it is checked */
+    ngx_http_headers_out_t         held_headers;
+    ngx_buf_t                     *held;
+    const char                    *escalation_reason;
 
     /* the phase handler's answer once the body is read */
     ngx_int_t                      status;
@@ -116,10 +163,23 @@ typedef struct {
 
     unsigned                       parsing:1;
     unsigned                       routed:1;
+    unsigned                       failover:1;
+    unsigned                       sr_failed:1;
+    unsigned                       sr_complete:1;
+    unsigned                       hold:1;
+    unsigned                       escalated:1;
     unsigned                       scan_usage:1;
     unsigned                       json_error:1;
     unsigned                       json_error_sent:1;
 } ngx_http_llm_router_ctx_t;
+
+
+typedef struct {
+    uint64_t                   prompt;
+    uint64_t                   completion;
+    uint64_t                   cost;
+    ngx_str_t                  source;
+} ngx_http_llm_router_account_t;
 
 
 ngx_int_t ngx_http_llm_router_handler(ngx_http_request_t *r);
@@ -128,6 +188,12 @@ ngx_int_t ngx_http_llm_router_filter_init(ngx_conf_t *cf);
 ngx_int_t ngx_http_llm_router_add_variables(ngx_conf_t *cf);
 
 ngx_int_t ngx_http_llm_router_explain_handler(ngx_http_request_t *r);
+ngx_int_t ngx_http_llm_router_prepare(ngx_http_request_t *r,
+    ngx_http_llm_router_ctx_t *ctx);
+ngx_int_t ngx_http_llm_router_attempt(ngx_http_request_t *r,
+    ngx_http_llm_router_ctx_t *ctx);
+ngx_int_t ngx_http_llm_router_attempt_header(ngx_http_request_t *r,
+    ngx_http_llm_router_ctx_t *ctx);
 
 ngx_http_llm_router_ctx_t *ngx_http_llm_router_create_ctx(
     ngx_http_request_t *r);
@@ -135,6 +201,10 @@ ngx_http_llm_router_ctx_t *ngx_http_llm_router_create_ctx(
 size_t ngx_http_llm_router_decision_size(ngx_http_llm_router_ctx_t *ctx);
 u_char *ngx_http_llm_router_decision(u_char *p,
     ngx_http_llm_router_ctx_t *ctx);
+void ngx_http_llm_router_account(ngx_http_request_t *r,
+    ngx_http_llm_router_ctx_t *ctx, ngx_http_llm_router_account_t *a);
+ngx_int_t ngx_http_llm_router_hold(ngx_http_request_t *sr,
+    ngx_http_llm_router_ctx_t *ctx, ngx_chain_t *in);
 size_t ngx_http_llm_router_json_size(ngx_str_t *s);
 u_char *ngx_http_llm_router_json(u_char *p, ngx_str_t *s);
 

@@ -9,12 +9,7 @@
 #include "ngx_http_llm_router_module.h"
 
 
-typedef struct {
-    uint64_t                   prompt;
-    uint64_t                   completion;
-    uint64_t                   cost;
-    ngx_str_t                  source;
-} ngx_http_llm_router_account_t;
+
 
 
 static ngx_int_t ngx_http_llm_router_model_variable(ngx_http_request_t *r,
@@ -29,12 +24,17 @@ static ngx_int_t ngx_http_llm_router_cost_variable(ngx_http_request_t *r,
     ngx_http_variable_value_t *v, uintptr_t data);
 static ngx_int_t ngx_http_llm_router_log_variable(ngx_http_request_t *r,
     ngx_http_variable_value_t *v, uintptr_t data);
+static uint64_t ngx_http_llm_router_total_cost(
+    ngx_http_llm_router_ctx_t *ctx, ngx_http_llm_router_account_t *a);
+static size_t ngx_http_llm_router_attempts_size(
+    ngx_http_llm_router_ctx_t *ctx);
+static u_char *ngx_http_llm_router_attempts(u_char *p,
+    ngx_http_llm_router_ctx_t *ctx, ngx_http_llm_router_account_t *a,
+    ngx_uint_t status, ngx_msec_int_t ms);
 static ngx_http_llm_router_ctx_t *ngx_http_llm_router_routed(
     ngx_http_request_t *r, ngx_http_variable_value_t *v);
 static void ngx_http_llm_router_value(ngx_http_variable_value_t *v,
     u_char *data, size_t len);
-static void ngx_http_llm_router_account(ngx_http_request_t *r,
-    ngx_http_llm_router_ctx_t *ctx, ngx_http_llm_router_account_t *a);
 
 
 static ngx_http_variable_t  ngx_http_llm_router_vars[] = {
@@ -105,7 +105,9 @@ ngx_http_llm_router_routed(ngx_http_request_t *r,
 {
     ngx_http_llm_router_ctx_t  *ctx;
 
-    ctx = ngx_http_get_module_ctx(r, ngx_http_llm_router_module);
+    /* the tries of failover proxy with the main request's decision */
+
+    ctx = ngx_http_get_module_ctx(r->main, ngx_http_llm_router_module);
 
     if (ctx == NULL || !ctx->routed) {
         v->not_found = 1;
@@ -238,7 +240,8 @@ ngx_http_llm_router_cost_variable(ngx_http_request_t *r,
 
     ngx_http_llm_router_account(r, ctx, &a);
 
-    ngx_http_llm_router_value(v, p, llmr_usd_format(p, a.cost));
+    ngx_http_llm_router_value(v, p,
+                   llmr_usd_format(p, ngx_http_llm_router_total_cost(ctx, &a)));
 
     return NGX_OK;
 }
@@ -250,7 +253,7 @@ ngx_http_llm_router_cost_variable(ngx_http_request_t *r,
  * of the answer.  A failed answer costs nothing.
  */
 
-static void
+void
 ngx_http_llm_router_account(ngx_http_request_t *r,
     ngx_http_llm_router_ctx_t *ctx, ngx_http_llm_router_account_t *a)
 {
@@ -280,6 +283,25 @@ ngx_http_llm_router_account(ngx_http_request_t *r,
 
     a->cost = llmr_cost(&lmcf->core_models[ctx->model - models],
                         a->prompt, a->completion);
+}
+
+
+/* the answer's cost and that of escalated answers before it */
+
+static uint64_t
+ngx_http_llm_router_total_cost(ngx_http_llm_router_ctx_t *ctx,
+    ngx_http_llm_router_account_t *a)
+{
+    uint64_t    cost;
+    ngx_uint_t  i;
+
+    cost = a->cost;
+
+    for (i = 0; ctx && i + 1 < ctx->nattempts; i++) {
+        cost += ctx->attempts[i].cost;
+    }
+
+    return cost;
 }
 
 
@@ -348,7 +370,9 @@ ngx_http_llm_router_decision(u_char *p, ngx_http_llm_router_ctx_t *ctx)
 
 #define NGX_HTTP_LLM_ROUTER_LOG_FIELDS                                        \
     "{,\"prompt_tokens\":,\"completion_tokens\":,\"usage_source\":\"\","     \
-    "\"cost_usd\":,\"status\":,\"latency_ms\":,\"error\":}"
+    "\"cost_usd\":,\"status\":,\"latency_ms\":,\"fallback\":false,"        \
+    "\"escalated\":false,\"escalation_reason\":null,\"attempts\":[],"        \
+    "\"error\":}"
 
 
 static ngx_int_t
@@ -384,7 +408,8 @@ ngx_http_llm_router_log_variable(ngx_http_request_t *r,
     len = sizeof(NGX_HTTP_LLM_ROUTER_LOG_FIELDS) - 1
           + ngx_http_llm_router_decision_size(ctx)
           + (ctx ? ngx_http_llm_router_json_size(&ctx->error) : 0)
-          + 4 * NGX_INT64_LEN + LLMR_USD_MAX + a.source.len;
+          + 4 * NGX_INT64_LEN + LLMR_USD_MAX + a.source.len
+          + ngx_http_llm_router_attempts_size(ctx);
 
     start = ngx_pnalloc(r->pool, len);
     if (start == NULL) {
@@ -399,9 +424,10 @@ ngx_http_llm_router_log_variable(ngx_http_request_t *r,
                     "\"usage_source\":\"%V\",\"cost_usd\":",
                     a.prompt, a.completion, &a.source);
 
-    p += llmr_usd_format(p, a.cost);
+    p += llmr_usd_format(p, ngx_http_llm_router_total_cost(ctx, &a));
 
     p = ngx_sprintf(p, ",\"status\":%ui,\"latency_ms\":%M", status, ms);
+    p = ngx_http_llm_router_attempts(p, ctx, &a, status, ms);
 
     if (ctx && ctx->error.len) {
         p = ngx_cpymem(p, ",\"error\":", sizeof(",\"error\":") - 1);
@@ -413,6 +439,120 @@ ngx_http_llm_router_log_variable(ngx_http_request_t *r,
     ngx_http_llm_router_value(v, start, p - start);
 
     return NGX_OK;
+}
+
+
+#define NGX_HTTP_LLM_ROUTER_ATTEMPT_FIELDS                                    \
+    "{\"model\":,\"status\":,\"latency_ms\":,\"reason\":\"content_filter\","  \
+    "\"cost_usd\":},"
+
+
+static size_t
+ngx_http_llm_router_attempts_size(ngx_http_llm_router_ctx_t *ctx)
+{
+    size_t      len;
+    ngx_uint_t  i, n;
+
+    len = sizeof(",\"escalation_reason\":\"content_filter\"") - 1;
+
+    if (ctx == NULL || !ctx->routed) {
+        return len;
+    }
+
+    n = ctx->nattempts ? ctx->nattempts : 1;
+
+    for (i = 0; i < n; i++) {
+        len += sizeof(NGX_HTTP_LLM_ROUTER_ATTEMPT_FIELDS) - 1
+               + ngx_http_llm_router_json_size(ctx->nattempts
+                                               ? &ctx->attempts[i].model->name
+                                               : &ctx->model->name)
+               + 2 * NGX_INT64_LEN + LLMR_USD_MAX;
+    }
+
+    return len;
+}
+
+
+/*
+ * "fallback", "escalated", "escalation_reason" and "attempts": each try
+ * with its model, status, latency, why another came, and cost.  A
+ * request without failover has one try, the request itself.
+ */
+
+static u_char *
+ngx_http_llm_router_attempts(u_char *p, ngx_http_llm_router_ctx_t *ctx,
+    ngx_http_llm_router_account_t *a, ngx_uint_t status, ngx_msec_int_t ms)
+{
+    ngx_uint_t                      i, fallback;
+    ngx_http_llm_router_attempt_t  *at, one;
+
+    if (ctx == NULL || !ctx->routed) {
+        return ngx_cpymem(p, ",\"fallback\":false,\"escalated\":false,"
+                             "\"escalation_reason\":null,\"attempts\":[]",
+                          sizeof(",\"fallback\":false,\"escalated\":false,"
+                                 "\"escalation_reason\":null,"
+                                 "\"attempts\":[]") - 1);
+    }
+
+    if (ctx->nattempts == 0) {
+        ngx_memzero(&one, sizeof(ngx_http_llm_router_attempt_t));
+        one.model = ctx->model;
+        one.status = status;
+        one.latency = ms;
+        at = &one;
+
+    } else {
+        at = ctx->attempts;
+    }
+
+    fallback = 0;
+
+    for (i = 0; i + 1 < ctx->nattempts; i++) {
+        fallback |= at[i].failed;
+    }
+
+    p = ngx_sprintf(p, ",\"fallback\":%s,\"escalated\":%s,"
+                    "\"escalation_reason\":",
+                    fallback ? "true" : "false",
+                    ctx->escalated ? "true" : "false");
+
+    if (ctx->escalation_reason) {
+        p = ngx_sprintf(p, "\"%s\"", ctx->escalation_reason);
+
+    } else {
+        p = ngx_cpymem(p, "null", sizeof("null") - 1);
+    }
+
+    p = ngx_cpymem(p, ",\"attempts\":[", sizeof(",\"attempts\":[") - 1);
+
+    for (i = 0; i < (ctx->nattempts ? ctx->nattempts : 1); i++) {
+        if (i) {
+            *p++ = ',';
+        }
+
+        p = ngx_cpymem(p, "{\"model\":", sizeof("{\"model\":") - 1);
+        p = ngx_http_llm_router_json(p, &at[i].model->name);
+        p = ngx_sprintf(p, ",\"status\":%ui,\"latency_ms\":%M,\"reason\":",
+                        at[i].status, (ngx_msec_int_t) at[i].latency);
+
+        if (at[i].reason) {
+            p = ngx_sprintf(p, "\"%s\"", at[i].reason);
+
+        } else {
+            p = ngx_cpymem(p, "null", sizeof("null") - 1);
+        }
+
+        p = ngx_cpymem(p, ",\"cost_usd\":", sizeof(",\"cost_usd\":") - 1);
+
+        /* the last try is the answer: its cost is the account's */
+        p += llmr_usd_format(p, (i + 1 == ctx->nattempts || !ctx->nattempts)
+                                ? a->cost : at[i].cost);
+        *p++ = '}';
+    }
+
+    *p++ = ']';
+
+    return p;
 }
 
 

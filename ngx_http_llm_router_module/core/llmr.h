@@ -94,6 +94,7 @@ typedef struct {
     unsigned               stream_options:1;
     unsigned               model_present:1;
     unsigned               model_truncated:1;
+    unsigned               json_mode:1;     /* response_format asks JSON */
 
     size_t                 model_len;
     unsigned char          model[LLMR_MODEL_NAME_MAX];
@@ -319,6 +320,53 @@ typedef struct {
 void llmr_usage_init(llmr_usage_t *u, int sse);
 void llmr_usage_feed(llmr_usage_t *u, const unsigned char *p, size_t len);
 uint64_t llmr_usage_content_tokens(const llmr_usage_t *u);
+
+
+/* the answer of a model: should a stronger one answer instead? */
+
+#define LLMR_ANSWER_TOOLS  4
+
+typedef enum {
+    LLMR_VERDICT_OK = 0,
+    LLMR_VERDICT_LENGTH,                /* finish_reason "length" */
+    LLMR_VERDICT_CONTENT_FILTER,        /* finish_reason "content_filter" */
+    LLMR_VERDICT_EMPTY,                 /* no content but white space */
+    LLMR_VERDICT_SHORT,                 /* fewer characters than asked */
+    LLMR_VERDICT_PATTERN,               /* a refusal or hedging pattern */
+    LLMR_VERDICT_JSON,                  /* JSON was asked, not answered */
+    LLMR_VERDICT_TOOL_ARGS,             /* tool call arguments not JSON */
+    LLMR_VERDICT_UNREADABLE             /* not a chat completion */
+} llmr_verdict_e;
+
+typedef int (*llmr_pattern_pt)(void *data, const unsigned char *p,
+    size_t len);
+
+typedef struct {
+    unsigned               finish:1;
+    unsigned               empty:1;
+    unsigned               json:1;
+    unsigned               tool_args:1;
+    uint32_t               min_length;      /* characters, 0: no check */
+    llmr_pattern_pt        pattern;         /* 1 when the content matches */
+    void                  *data;
+} llmr_criteria_t;
+
+typedef struct {
+    const llmr_criteria_t *criteria;
+    unsigned char         *content;         /* the caller's buffer */
+    size_t                 content_len;
+    size_t                 size;
+    unsigned char          finish[32];
+    unsigned               tool_calls:1;
+    unsigned               json_invalid:1;
+    unsigned               args_invalid:1;
+} llmr_answer_t;
+
+int llmr_answer_init(llmr_answer_t *a, const llmr_criteria_t *c,
+    unsigned char *buf, size_t size);
+llmr_verdict_e llmr_answer_check(llmr_answer_t *a, const unsigned char *p,
+    size_t len, int sse);
+const char *llmr_verdict_name(llmr_verdict_e v);
 
 
 /* JSON output helpers */

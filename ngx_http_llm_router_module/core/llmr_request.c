@@ -23,6 +23,8 @@ enum {
     LLMR_KEY_TOOLS,
     LLMR_KEY_FUNCTIONS,
     LLMR_KEY_MAX_TOKENS,
+    LLMR_KEY_RESPONSE_FORMAT,
+    LLMR_KEY_TYPE,
     LLMR_KEY_ROLE,
     LLMR_KEY_CONTENT,
     LLMR_KEY_TEXT
@@ -92,6 +94,12 @@ static const llmr_key_name_t  llmr_top_keys[] = {
     { "functions", LLMR_KEY_FUNCTIONS },
     { "max_tokens", LLMR_KEY_MAX_TOKENS },
     { "max_completion_tokens", LLMR_KEY_MAX_TOKENS },
+    { "response_format", LLMR_KEY_RESPONSE_FORMAT },
+    { NULL, 0 }
+};
+
+static const llmr_key_name_t  llmr_format_keys[] = {
+    { "type", LLMR_KEY_TYPE },
     { NULL, 0 }
 };
 
@@ -434,6 +442,15 @@ llmr_string(void *ctx, const unsigned char *p, size_t len)
         return 0;
     }
 
+    if (rq->depth == 2 && rq->key[1] == LLMR_KEY_RESPONSE_FORMAT
+        && rq->key[2] == LLMR_KEY_TYPE)
+    {
+        /* "json_object" or "json_schema": the answer must be JSON */
+        rq->f.json_mode = (len == 11 && memcmp(p, "json_object", 11) == 0)
+                          || (len == 11 && memcmp(p, "json_schema", 11) == 0);
+        return 1;
+    }
+
     if (rq->depth == 1) {
         if (rq->key[1] == LLMR_KEY_MODEL) {
             rq->f.model_truncated = (len > LLMR_MODEL_NAME_MAX);
@@ -549,6 +566,9 @@ llmr_map_key(void *ctx, const unsigned char *p, size_t len)
 
     if (rq->depth == 1) {
         names = llmr_top_keys;
+
+    } else if (rq->depth == 2 && rq->key[1] == LLMR_KEY_RESPONSE_FORMAT) {
+        names = llmr_format_keys;
 
     } else if (rq->key[1] == LLMR_KEY_MESSAGES) {
         if (rq->depth == 3) {

@@ -763,6 +763,117 @@ test_classifier(void)
 }
 
 
+static int
+refusal(void *data, const unsigned char *p, size_t len)
+{
+    (void) data;
+
+    return len >= 8 && memcmp(p, "I cannot", 8) == 0;
+}
+
+
+static llmr_verdict_e
+verdict(llmr_criteria_t *c, const char *answer, int sse, char *content)
+{
+    llmr_verdict_e  v;
+    llmr_answer_t   a;
+    unsigned char   buf[512];
+
+    llmr_answer_init(&a, c, buf, sizeof(buf));
+    v = llmr_answer_check(&a, (const unsigned char *) answer, strlen(answer),
+                          sse);
+
+    if (content) {
+        memcpy(content, a.content, a.content_len);
+        content[a.content_len] = '\0';
+    }
+
+    return v;
+}
+
+
+static void
+test_answer(void)
+{
+    char             content[512];
+    llmr_criteria_t  c;
+
+#define answer(content, finish)                                               \
+    "{\"choices\":[{\"index\":0,\"message\":{\"role\":\"assistant\","        \
+    "\"content\":" content "},\"finish_reason\":\"" finish "\"}],"            \
+    "\"usage\":{\"prompt_tokens\":1}}"
+
+    memset(&c, 0, sizeof(c));
+    c.finish = 1;
+    c.empty = 1;
+
+    tap_is(verdict(&c, answer("\"Paris.\"", "stop"), 0, content),
+           LLMR_VERDICT_OK, "answer: a good one");
+    tap_is_str(content, strlen(content), "Paris.", "  its content");
+    tap_is(verdict(&c, answer("\"Par\"", "length"), 0, NULL),
+           LLMR_VERDICT_LENGTH, "answer: cut by the length limit");
+    tap_is(verdict(&c, answer("\"\"", "content_filter"), 0, NULL),
+           LLMR_VERDICT_CONTENT_FILTER, "answer: filtered");
+    tap_is(verdict(&c, answer("\" \\n\\t \"", "stop"), 0, NULL),
+           LLMR_VERDICT_EMPTY, "answer: white space only");
+    tap_is(verdict(&c, answer("null", "stop"), 0, NULL),
+           LLMR_VERDICT_EMPTY, "answer: null content");
+    tap_is(verdict(&c, "{\"choices\":[", 0, NULL),
+           LLMR_VERDICT_UNREADABLE, "answer: unreadable");
+
+    c.min_length = 10;
+    tap_is(verdict(&c, answer("\"caf\\u00e9 caf\\u00e9\"", "stop"), 0, NULL),
+           LLMR_VERDICT_SHORT, "answer: 9 characters are fewer than 10");
+    tap_is(verdict(&c, answer("\"caf\\u00e9, caf\\u00e9\"", "stop"), 0,
+                   NULL),
+           LLMR_VERDICT_OK, "answer: 10 characters are enough");
+    c.min_length = 0;
+
+    c.pattern = refusal;
+    tap_is(verdict(&c, answer("\"I cannot help with that.\"", "stop"), 0,
+                   NULL),
+           LLMR_VERDICT_PATTERN, "answer: a refusal pattern");
+    c.pattern = NULL;
+
+    c.json = 1;
+    tap_is(verdict(&c, answer("\"{\\\"a\\\": [1, 2]}\"", "stop"), 0, NULL),
+           LLMR_VERDICT_OK, "answer: JSON asked, JSON given");
+    tap_is(verdict(&c, answer("\"{\\\"a\\\": [1, 2\"", "stop"), 0, NULL),
+           LLMR_VERDICT_JSON, "answer: JSON asked, broken JSON given");
+    c.json = 0;
+
+    c.tool_args = 1;
+    tap_is(verdict(&c, "{\"choices\":[{\"message\":{\"content\":null,"
+                   "\"tool_calls\":[{\"function\":{\"name\":\"f\","
+                   "\"arguments\":\"{\\\"x\\\": 1}\"}},{\"function\":{"
+                   "\"arguments\":\"{\\\"y\\\":\"}}]},"
+                   "\"finish_reason\":\"tool_calls\"}]}", 0, NULL),
+           LLMR_VERDICT_TOOL_ARGS, "answer: a second tool call is broken");
+
+    tap_is(verdict(&c, "data: {\"choices\":[{\"index\":0,\"delta\":{"
+                   "\"tool_calls\":[{\"index\":0,\"function\":{"
+                   "\"arguments\":\"{\\\"x\\\"\"}}]}}]}\n\n"
+                   "data: {\"choices\":[{\"index\":0,\"delta\":{"
+                   "\"tool_calls\":[{\"index\":0,\"function\":{"
+                   "\"arguments\":\": 1}\"}}]},\"finish_reason\":"
+                   "\"tool_calls\"}]}\n\ndata: [DONE]\n\n", 1, NULL),
+           LLMR_VERDICT_OK, "answer: streamed tool arguments joined");
+
+    tap_is(verdict(&c, "data: {\"choices\":[{\"delta\":{\"role\":"
+                   "\"assistant\",\"content\":\"\"}}]}\n\n"
+                   "data: {\"choices\":[{\"delta\":{\"content\":\"Hel\"}}]}"
+                   "\r\n\r\ndata: {\"choices\":[{\"delta\":{\"content\":"
+                   "\"lo\"},\"finish_reason\":null}]}\n\n"
+                   "data: {\"choices\":[{\"delta\":{},\"finish_reason\":"
+                   "\"length\"}]}\n\ndata: {\"choices\":[],\"usage\":{}}\n\n"
+                   "data: [DONE]\n\n", 1, content),
+           LLMR_VERDICT_LENGTH, "answer: a stream cut by the length limit");
+    tap_is_str(content, strlen(content), "Hello", "  its content joined");
+
+#undef answer
+}
+
+
 int
 main(void)
 {
@@ -787,6 +898,7 @@ main(void)
     test_money();
     test_usage();
     test_classifier();
+    test_answer();
 
     return tap_done();
 }
