@@ -33,8 +33,13 @@ static ngx_int_t ngx_http_llm_router_release(ngx_http_request_t *r,
     ngx_http_llm_router_ctx_t *ctx, ngx_http_request_t *sr);
 static int ngx_http_llm_router_pattern(void *data, const unsigned char *p,
     size_t len);
+static int ngx_http_llm_router_require(void *data, const unsigned char *p,
+    size_t len);
+static int ngx_http_llm_router_match(ngx_http_request_t *r,
+    ngx_array_t *patterns, const unsigned char *p, size_t len);
 static void ngx_http_llm_router_headers(ngx_http_request_t *r,
     ngx_http_headers_out_t *h, ngx_http_request_t *sr);
+static ngx_msec_t ngx_http_llm_router_retry_after(ngx_http_request_t *sr);
 
 
 /*
@@ -50,6 +55,24 @@ ngx_http_llm_router_attempt(ngx_http_request_t *r,
     ngx_http_llm_router_model_t  *next;
 
     if (ctx->sr == NULL) {
+
+        /* a model cooling down after a 429 is skipped if it can be */
+
+        if (ngx_http_llm_router_cooling(r, ctx->model)
+            && (next = ngx_http_llm_router_next(r, ctx)) != NULL)
+        {
+            ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
+                          "llm_router: model \"%V\" is cooling down, "
+                          "\"%V\" answers", &ctx->model->name, &next->name);
+
+            ctx->model = next;
+
+            rc = ngx_http_llm_router_prepare(r, ctx);
+            if (rc != NGX_OK) {
+                return rc;
+            }
+        }
+
         return ngx_http_llm_router_start(r, ctx);
     }
 
@@ -187,6 +210,11 @@ ngx_http_llm_router_attempt_header(ngx_http_request_t *sr,
 
     a = &ctx->attempts[ctx->nattempts - 1];
     a->status = status;
+
+    if (status == NGX_HTTP_TOO_MANY_REQUESTS) {
+        ngx_http_llm_router_cool(r, ctx->model,
+                                 ngx_http_llm_router_retry_after(sr));
+    }
 
     if (ngx_http_llm_router_failed(r, status)) {
         a->reason = sr->err_status ? "upstream" : "status";
@@ -363,10 +391,9 @@ ngx_http_llm_router_checked(ngx_http_request_t *r,
     c.json = llcf->escalate_json && ctx->request.f.json_mode;
     c.tool_args = llcf->escalate_tool_args;
 
-    if (llcf->escalate_patterns) {
-        c.pattern = ngx_http_llm_router_pattern;
-        c.data = r;
-    }
+    c.pattern = llcf->escalate_patterns ? ngx_http_llm_router_pattern : NULL;
+    c.require = llcf->escalate_require ? ngx_http_llm_router_require : NULL;
+    c.data = r;
 
     sse = ctx->held_headers.content_type.len >= sizeof("text/event-stream") - 1
           && ngx_strncasecmp(ctx->held_headers.content_type.data,
@@ -435,17 +462,37 @@ ngx_http_llm_router_pattern(void *data, const unsigned char *p, size_t len)
 {
     ngx_http_request_t *r = data;
 
-    ngx_str_t                        s;
     ngx_http_llm_router_loc_conf_t  *llcf;
 
     llcf = ngx_http_get_module_loc_conf(r, ngx_http_llm_router_module);
 
+    return ngx_http_llm_router_match(r, llcf->escalate_patterns, p, len);
+}
+
+
+static int
+ngx_http_llm_router_require(void *data, const unsigned char *p, size_t len)
+{
+    ngx_http_request_t *r = data;
+
+    ngx_http_llm_router_loc_conf_t  *llcf;
+
+    llcf = ngx_http_get_module_loc_conf(r, ngx_http_llm_router_module);
+
+    return ngx_http_llm_router_match(r, llcf->escalate_require, p, len);
+}
+
+
+static int
+ngx_http_llm_router_match(ngx_http_request_t *r, ngx_array_t *patterns,
+    const unsigned char *p, size_t len)
+{
+    ngx_str_t  s;
+
     s.data = (u_char *) p;
     s.len = len;
 
-    return ngx_regex_exec_array(llcf->escalate_patterns, &s,
-                                r->connection->log)
-           == NGX_OK;
+    return ngx_regex_exec_array(patterns, &s, r->connection->log) == NGX_OK;
 }
 
 
@@ -495,6 +542,13 @@ ngx_http_llm_router_next(ngx_http_request_t *r,
             continue;
         }
 
+        if (ngx_http_llm_router_cooling(r, m)) {
+            ngx_log_debug1(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                           "llm_router: model \"%V\" is cooling down",
+                           &m->name);
+            continue;
+        }
+
         if (m->context && m->context < need) {
             ngx_log_debug2(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
                            "llm_router: model \"%V\" is too small for "
@@ -522,4 +576,60 @@ ngx_http_llm_router_tried(ngx_http_llm_router_ctx_t *ctx,
     }
 
     return 0;
+}
+
+
+/*
+ * How long a model that answered 429 is skipped: its Retry-After, in
+ * seconds or as a date, at most five minutes; or llm_router_cooldown.
+ */
+
+static ngx_msec_t
+ngx_http_llm_router_retry_after(ngx_http_request_t *sr)
+{
+    time_t                           t;
+    ngx_int_t                        n;
+    ngx_uint_t                       i;
+    ngx_list_part_t                 *part;
+    ngx_table_elt_t                 *h;
+    ngx_http_llm_router_loc_conf_t  *llcf;
+
+    part = &sr->headers_out.headers.part;
+    h = part->elts;
+
+    for (i = 0; /* void */ ; i++) {
+
+        if (i >= part->nelts) {
+            if (part->next == NULL) {
+                break;
+            }
+
+            part = part->next;
+            h = part->elts;
+            i = 0;
+        }
+
+        if (h[i].hash == 0 || h[i].key.len != sizeof("Retry-After") - 1
+            || ngx_strncasecmp(h[i].key.data, (u_char *) "Retry-After",
+                               sizeof("Retry-After") - 1)
+               != 0)
+        {
+            continue;
+        }
+
+        n = ngx_atoi(h[i].value.data, h[i].value.len);
+
+        if (n == NGX_ERROR) {
+            t = ngx_parse_http_time(h[i].value.data, h[i].value.len);
+            n = (t == NGX_ERROR) ? NGX_ERROR : t - ngx_time();
+        }
+
+        if (n != NGX_ERROR) {
+            return (ngx_msec_t) ngx_max(ngx_min(n, 300), 0) * 1000;
+        }
+    }
+
+    llcf = ngx_http_get_module_loc_conf(sr, ngx_http_llm_router_module);
+
+    return llcf->cooldown;
 }

@@ -130,6 +130,20 @@ static ngx_command_t  ngx_http_llm_router_commands[] = {
       0,
       NULL },
 
+    { ngx_string("llm_router_zone"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE2,
+      ngx_http_llm_router_zone,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("llm_router_cooldown"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_msec_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_llm_router_loc_conf_t, cooldown),
+      NULL },
+
     { ngx_string("llm_router_keywords"),
       NGX_HTTP_MAIN_CONF|NGX_CONF_2MORE,
       ngx_http_llm_router_keywords,
@@ -204,7 +218,14 @@ static ngx_command_t  ngx_http_llm_router_commands[] = {
       NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_1MORE,
       ngx_http_llm_router_escalate_pattern,
       NGX_HTTP_LOC_CONF_OFFSET,
-      0,
+      offsetof(ngx_http_llm_router_loc_conf_t, escalate_patterns),
+      NULL },
+
+    { ngx_string("llm_router_escalate_require"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_1MORE,
+      ngx_http_llm_router_escalate_pattern,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_llm_router_loc_conf_t, escalate_require),
       NULL },
 
     { ngx_string("llm_router_escalate_json"),
@@ -307,6 +328,7 @@ ngx_http_llm_router_model_block(ngx_conf_t *cf, ngx_command_t *cmd,
 
     model->name = value[1];
     model->auth = NGX_HTTP_LLM_ROUTER_AUTH_BEARER;
+    model->hash = ngx_crc32_short(value[1].data, value[1].len) | 1;
 
     save = *cf;
     cf->handler = ngx_http_llm_router_model_option;
@@ -565,28 +587,34 @@ ngx_http_llm_router_set_escalate(ngx_conf_t *cf,
 }
 
 
-/* patterns of refusal or uncertainty, case-insensitive */
+/*
+ * Patterns, case-insensitive: of refusal or uncertainty that escalate
+ * an answer, or one of which an answer must match
+ */
 
 static char *
 ngx_http_llm_router_escalate_pattern(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf)
 {
 #if (NGX_PCRE)
-    ngx_http_llm_router_loc_conf_t *llcf = conf;
+    char  *p = conf;
 
     u_char               errstr[NGX_MAX_CONF_ERRSTR];
     ngx_str_t           *value;
     ngx_uint_t           i;
+    ngx_array_t        **patterns;
     ngx_regex_elt_t     *re;
     ngx_regex_compile_t  rc;
 
-    if (llcf->escalate_patterns != NGX_CONF_UNSET_PTR) {
+    patterns = (ngx_array_t **) (p + cmd->offset);
+
+    if (*patterns != NGX_CONF_UNSET_PTR) {
         return "is duplicate";
     }
 
-    llcf->escalate_patterns = ngx_array_create(cf->pool, cf->args->nelts - 1,
-                                               sizeof(ngx_regex_elt_t));
-    if (llcf->escalate_patterns == NULL) {
+    *patterns = ngx_array_create(cf->pool, cf->args->nelts - 1,
+                                 sizeof(ngx_regex_elt_t));
+    if (*patterns == NULL) {
         return NGX_CONF_ERROR;
     }
 
@@ -606,7 +634,7 @@ ngx_http_llm_router_escalate_pattern(ngx_conf_t *cf, ngx_command_t *cmd,
             return NGX_CONF_ERROR;
         }
 
-        re = ngx_array_push(llcf->escalate_patterns);
+        re = ngx_array_push(*patterns);
         if (re == NULL) {
             return NGX_CONF_ERROR;
         }
@@ -1452,6 +1480,7 @@ ngx_http_llm_router_create_loc_conf(ngx_conf_t *cf)
     llcf->explain = NGX_CONF_UNSET;
     llcf->classifier = NGX_CONF_UNSET_PTR;
     llcf->fallback_status = NGX_CONF_UNSET_PTR;
+    llcf->cooldown = NGX_CONF_UNSET_MSEC;
     llcf->escalate = NGX_CONF_UNSET;
     llcf->escalate_json = NGX_CONF_UNSET;
     llcf->escalate_tool_args = NGX_CONF_UNSET;
@@ -1459,6 +1488,7 @@ ngx_http_llm_router_create_loc_conf(ngx_conf_t *cf)
     llcf->escalate_min_length = NGX_CONF_UNSET_UINT;
     llcf->escalate_buffer = NGX_CONF_UNSET_SIZE;
     llcf->escalate_patterns = NGX_CONF_UNSET_PTR;
+    llcf->escalate_require = NGX_CONF_UNSET_PTR;
     llcf->pin = NGX_CONF_UNSET;
     llcf->history = NGX_CONF_UNSET;
 
@@ -1492,6 +1522,7 @@ ngx_http_llm_router_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     ngx_conf_merge_value(conf->pin, prev->pin, 1);
     ngx_conf_merge_ptr_value(conf->fallback_status, prev->fallback_status,
                              &ngx_http_llm_router_default_fallback);
+    ngx_conf_merge_msec_value(conf->cooldown, prev->cooldown, 10000);
     ngx_conf_merge_value(conf->escalate, prev->escalate, 0);
     ngx_conf_merge_value(conf->escalate_json, prev->escalate_json, 0);
     ngx_conf_merge_value(conf->escalate_tool_args, prev->escalate_tool_args,
@@ -1502,6 +1533,8 @@ ngx_http_llm_router_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     ngx_conf_merge_size_value(conf->escalate_buffer, prev->escalate_buffer,
                               1024 * 1024);
     ngx_conf_merge_ptr_value(conf->escalate_patterns, prev->escalate_patterns,
+                             NULL);
+    ngx_conf_merge_ptr_value(conf->escalate_require, prev->escalate_require,
                              NULL);
     ngx_conf_merge_value(conf->history, prev->history, 6);
 

@@ -39,6 +39,7 @@ struct ngx_http_llm_router_model_s {
     ngx_http_llm_router_model_t   *fallback;
     ngx_str_t                      escalate_name;
     ngx_http_llm_router_model_t   *escalate;
+    ngx_atomic_uint_t              hash;          /* of the name, not 0 */
     ngx_uint_t                     set;        /* options seen, a bit each */
 };
 
@@ -63,6 +64,9 @@ typedef struct {
 
     llmr_model_t                  *core_models;
     llmr_keywords_t                keywords;
+
+    ngx_shm_zone_t                *zone;
+    void                          *shm;
 } ngx_http_llm_router_main_conf_t;
 
 
@@ -98,6 +102,7 @@ typedef struct {
     ngx_http_llm_router_model_t   *default_model;
 
     ngx_array_t                   *fallback_status;      /* ngx_uint_t */
+    ngx_msec_t                     cooldown;
 
     ngx_flag_t                     escalate;
     ngx_flag_t                     escalate_json;
@@ -106,6 +111,7 @@ typedef struct {
     ngx_uint_t                     escalate_min_length;
     size_t                         escalate_buffer;
     ngx_array_t                   *escalate_patterns;   /* ngx_regex_elt_t */
+    ngx_array_t                   *escalate_require;    /* ngx_regex_elt_t */
 
     llmr_classifier_t             *classifier;
     u_char                        *classifier_file;
@@ -203,6 +209,12 @@ u_char *ngx_http_llm_router_decision(u_char *p,
     ngx_http_llm_router_ctx_t *ctx);
 void ngx_http_llm_router_account(ngx_http_request_t *r,
     ngx_http_llm_router_ctx_t *ctx, ngx_http_llm_router_account_t *a);
+char *ngx_http_llm_router_zone(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+ngx_uint_t ngx_http_llm_router_cooling(ngx_http_request_t *r,
+    ngx_http_llm_router_model_t *m);
+void ngx_http_llm_router_cool(ngx_http_request_t *r,
+    ngx_http_llm_router_model_t *m, ngx_msec_t time);
 ngx_int_t ngx_http_llm_router_hold(ngx_http_request_t *sr,
     ngx_http_llm_router_ctx_t *ctx, ngx_chain_t *in);
 size_t ngx_http_llm_router_json_size(ngx_str_t *s);

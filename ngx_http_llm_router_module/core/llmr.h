@@ -333,6 +333,7 @@ typedef enum {
     LLMR_VERDICT_EMPTY,                 /* no content but white space */
     LLMR_VERDICT_SHORT,                 /* fewer characters than asked */
     LLMR_VERDICT_PATTERN,               /* a refusal or hedging pattern */
+    LLMR_VERDICT_REQUIRED,              /* no required pattern matches */
     LLMR_VERDICT_JSON,                  /* JSON was asked, not answered */
     LLMR_VERDICT_TOOL_ARGS,             /* tool call arguments not JSON */
     LLMR_VERDICT_UNREADABLE             /* not a chat completion */
@@ -348,6 +349,7 @@ typedef struct {
     unsigned               tool_args:1;
     uint32_t               min_length;      /* characters, 0: no check */
     llmr_pattern_pt        pattern;         /* 1 when the content matches */
+    llmr_pattern_pt        require;         /* 0 when it does not */
     void                  *data;
 } llmr_criteria_t;
 

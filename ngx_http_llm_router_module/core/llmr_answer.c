@@ -75,8 +75,8 @@ static const yajl_callbacks  llmr_validate_callbacks;
 
 
 static const char  *llmr_verdicts[] = {
-    "ok", "length", "content_filter", "empty", "short", "pattern", "json",
-    "tool_args", "unreadable"
+    "ok", "length", "content_filter", "empty", "short", "pattern",
+    "required", "json", "tool_args", "unreadable"
 };
 
 
@@ -463,6 +463,12 @@ llmr_answer_check(llmr_answer_t *a, const unsigned char *p, size_t len,
         && c->pattern(c->data, a->content, a->content_len))
     {
         v = LLMR_VERDICT_PATTERN;
+    }
+
+    if (v == LLMR_VERDICT_OK && c->require && !a->tool_calls
+        && !c->require(c->data, a->content, a->content_len))
+    {
+        v = LLMR_VERDICT_REQUIRED;
     }
 
     if (v == LLMR_VERDICT_OK && c->json && !a->tool_calls

@@ -57,7 +57,8 @@ static const yajl_callbacks  lr_callbacks = {
 };
 
 static const char  *lr_field_names[LR_FIELD_MAX] = {
-    "id", "request", "label", "weight", "weak_correct", "strong_correct"
+    "id", "request", "label", "weight", "weak_correct", "strong_correct",
+    "answer"
 };
 
 

@@ -150,6 +150,7 @@ enum {
     LR_FIELD_WEIGHT,
     LR_FIELD_WEAK,
     LR_FIELD_STRONG,
+    LR_FIELD_ANSWER,
     LR_FIELD_MAX
 };
 
@@ -255,6 +256,7 @@ int lr_cmd_score(int argc, char **argv);
 int lr_cmd_calibrate(int argc, char **argv);
 int lr_cmd_eval(int argc, char **argv);
 int lr_cmd_replay(int argc, char **argv);
+int lr_cmd_cascade(int argc, char **argv);
 
 
 #endif /* _LLM_ROUTER_H_INCLUDED_ */

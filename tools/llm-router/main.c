@@ -37,6 +37,7 @@ static const lr_command_t  lr_commands[] = {
     { "calibrate", lr_cmd_calibrate },
     { "eval", lr_cmd_eval },
     { "replay", lr_cmd_replay },
+    { "cascade", lr_cmd_cascade },
     { NULL, NULL }
 };
 
@@ -119,6 +120,12 @@ lr_usage(FILE *out)
 "      POST chat bodies (or the \"request\" of each line) to URL and\n"
 "      summarise the answers: statuses, and the decisions of an\n"
 "      llm_router_explain location\n"
+"  cascade [--pattern RE ...] [--require RE ...] [--min-length N]\n"
+"        [--json] DATA.jsonl\n"
+"      escalation on outcome lines that also hold \"answer\", the weak\n"
+"      model's chat.completion: the checks of llm_router_escalate (and\n"
+"      its _pattern, _require, _min_length), the strong-call share,\n"
+"      quality and PGR\n"
 "  help\n",
           out);
 
