@@ -476,4 +476,51 @@ is $mean, sprintf('%.4f', $sum / 100), 'replay: the mean score of nginx is that 
 
 $t->stop;
 
+# ---------------------------------------------------------------- cascade
+
+{
+    sub answered {
+        my ($content, $weak, $strong, %extra) = @_;
+        return { request => { messages => [{ role => 'user', content => 'sum it up' }] },
+                 weak_correct => $weak ? JSON::PP::true : JSON::PP::false,
+                 strong_correct => $strong ? JSON::PP::true : JSON::PP::false,
+                 answer => { choices => [{ index => 0, finish_reason => $extra{finish} // 'stop',
+                                           message => { role => 'assistant', content => $content } }] } };
+    }
+
+    my $data = write_file("$dir/cascade.jsonl", jsonl(
+        answered("so it is 4.\n#### 4", 1, 1),
+        answered("it could be 5, I am not sure", 0, 1),
+        answered("the total is", 0, 1),
+        answered("#### 7", 1, 1, finish => 'length'),
+        answered("#### 9", 0, 0),
+    ));
+
+    my $r = run('cascade', '--json', '--require', '####[[:space:]]*-?[0-9]',
+                '--pattern', 'NOT SURE', $data);
+    is $r->{code}, 0, 'cascade: exit 0' or diag $r->{err};
+    my $c = eval { json_decode($r->{out}) } // {};
+    is_deeply [@$c{qw(rows strong_share quality pgr)}], [5, 0.6, 0.8, 1],
+              'cascade: three answers escalated (hedging, no final number, length), '
+              . 'the gap recovered';
+
+    $r = run('cascade', '--json', $data);
+    $c = eval { json_decode($r->{out}) } // {};
+    is_deeply [@$c{qw(strong_share quality)}], [0.2, 0.4],
+              'cascade: by default only finish_reason and empty answers escalate';
+
+    my $bad = write_file("$dir/cascade-bad.jsonl", jsonl(
+        answered("#### 1", 1, 1),
+        { request => { messages => [{ role => 'user', content => 'x' }] },
+          weak_correct => JSON::PP::true, strong_correct => JSON::PP::true },
+    ));
+    $r = run('cascade', $bad);
+    is_deeply [$r->{code}, $r->{err}], [1, "llm-router: $bad:2: missing \"answer\"\n"],
+              'cascade: a line without an answer is named';
+
+    $r = run('cascade', '--pattern', '(', $data);
+    ok $r->{code} == 1 && $r->{err} =~ /^llm-router: cascade: invalid pattern "\(": /,
+       'cascade: an invalid pattern is reported';
+}
+
 done_testing;

@@ -160,8 +160,9 @@ llmr_a_value(llmr_answer_parse_t *ap)
 {
     /* an element of an array is counted as it starts: the first is 1 */
 
-    if (ap->depth && ap->key[ap->depth] == LLMR_A_OTHER
-        && ap->depth < LLMR_ANSWER_DEPTH && ap->item[ap->depth] != (uint32_t) -1)
+    if (ap->depth && ap->depth < LLMR_ANSWER_DEPTH
+        && ap->key[ap->depth] == LLMR_A_OTHER
+        && ap->item[ap->depth] != (uint32_t) -1)
     {
         ap->item[ap->depth]++;
     }

@@ -835,6 +835,15 @@ test_answer(void)
            LLMR_VERDICT_PATTERN, "answer: a refusal pattern");
     c.pattern = NULL;
 
+    c.require = refusal;
+    tap_is(verdict(&c, answer("\"Here it is.\"", "stop"), 0, NULL),
+           LLMR_VERDICT_REQUIRED, "answer: a required pattern is missing");
+    tap_is(verdict(&c, answer("\"I cannot say.\"", "stop"), 0, NULL),
+           LLMR_VERDICT_OK, "answer: the required pattern is there");
+    tap_is_str(llmr_verdict_name(LLMR_VERDICT_REQUIRED), 8, "required",
+               "  its name");
+    c.require = NULL;
+
     c.json = 1;
     tap_is(verdict(&c, answer("\"{\\\"a\\\": [1, 2]}\"", "stop"), 0, NULL),
            LLMR_VERDICT_OK, "answer: JSON asked, JSON given");
