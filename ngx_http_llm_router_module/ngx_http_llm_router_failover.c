@@ -17,6 +17,12 @@
 #include "ngx_http_llm_router_module.h"
 
 
+typedef struct {
+    ngx_array_t                   *patterns;        /* ngx_regex_elt_t */
+    ngx_log_t                     *log;
+} ngx_http_llm_router_patterns_t;
+
+
 static ngx_int_t ngx_http_llm_router_start(ngx_http_request_t *r,
     ngx_http_llm_router_ctx_t *ctx);
 static ngx_int_t ngx_http_llm_router_attempt_done(ngx_http_request_t *r,
@@ -31,12 +37,8 @@ static ngx_int_t ngx_http_llm_router_checked(ngx_http_request_t *r,
     ngx_http_llm_router_ctx_t *ctx);
 static ngx_int_t ngx_http_llm_router_release(ngx_http_request_t *r,
     ngx_http_llm_router_ctx_t *ctx, ngx_http_request_t *sr);
-static int ngx_http_llm_router_pattern(void *data, const unsigned char *p,
+static int ngx_http_llm_router_match(void *data, const unsigned char *p,
     size_t len);
-static int ngx_http_llm_router_require(void *data, const unsigned char *p,
-    size_t len);
-static int ngx_http_llm_router_match(ngx_http_request_t *r,
-    ngx_array_t *patterns, const unsigned char *p, size_t len);
 static void ngx_http_llm_router_headers(ngx_http_request_t *r,
     ngx_http_headers_out_t *h, ngx_http_request_t *sr);
 static ngx_msec_t ngx_http_llm_router_retry_after(ngx_http_request_t *sr);
@@ -370,6 +372,7 @@ ngx_http_llm_router_checked(ngx_http_request_t *r,
     llmr_answer_t                    answer;
     llmr_verdict_e                   v;
     llmr_criteria_t                  c;
+    ngx_http_llm_router_patterns_t   refuse, require;
     ngx_http_llm_router_account_t    a;
     ngx_http_llm_router_loc_conf_t  *llcf;
 
@@ -391,9 +394,15 @@ ngx_http_llm_router_checked(ngx_http_request_t *r,
     c.json = llcf->escalate_json && ctx->request.f.json_mode;
     c.tool_args = llcf->escalate_tool_args;
 
-    c.pattern = llcf->escalate_patterns ? ngx_http_llm_router_pattern : NULL;
-    c.require = llcf->escalate_require ? ngx_http_llm_router_require : NULL;
-    c.data = r;
+    refuse.patterns = llcf->escalate_patterns;
+    refuse.log = r->connection->log;
+    require.patterns = llcf->escalate_require;
+    require.log = r->connection->log;
+
+    c.pattern = refuse.patterns ? ngx_http_llm_router_match : NULL;
+    c.pattern_data = &refuse;
+    c.require = require.patterns ? ngx_http_llm_router_match : NULL;
+    c.require_data = &require;
 
     sse = ctx->held_headers.content_type.len >= sizeof("text/event-stream") - 1
           && ngx_strncasecmp(ctx->held_headers.content_type.data,
@@ -458,41 +467,16 @@ ngx_http_llm_router_checked(ngx_http_request_t *r,
 
 
 static int
-ngx_http_llm_router_pattern(void *data, const unsigned char *p, size_t len)
+ngx_http_llm_router_match(void *data, const unsigned char *p, size_t len)
 {
-    ngx_http_request_t *r = data;
+    ngx_http_llm_router_patterns_t *pp = data;
 
-    ngx_http_llm_router_loc_conf_t  *llcf;
-
-    llcf = ngx_http_get_module_loc_conf(r, ngx_http_llm_router_module);
-
-    return ngx_http_llm_router_match(r, llcf->escalate_patterns, p, len);
-}
-
-
-static int
-ngx_http_llm_router_require(void *data, const unsigned char *p, size_t len)
-{
-    ngx_http_request_t *r = data;
-
-    ngx_http_llm_router_loc_conf_t  *llcf;
-
-    llcf = ngx_http_get_module_loc_conf(r, ngx_http_llm_router_module);
-
-    return ngx_http_llm_router_match(r, llcf->escalate_require, p, len);
-}
-
-
-static int
-ngx_http_llm_router_match(ngx_http_request_t *r, ngx_array_t *patterns,
-    const unsigned char *p, size_t len)
-{
     ngx_str_t  s;
 
     s.data = (u_char *) p;
     s.len = len;
 
-    return ngx_regex_exec_array(patterns, &s, r->connection->log) == NGX_OK;
+    return ngx_regex_exec_array(pp->patterns, &s, pp->log) == NGX_OK;
 }
 
 

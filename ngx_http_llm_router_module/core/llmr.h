@@ -349,8 +349,9 @@ typedef struct {
     unsigned               tool_args:1;
     uint32_t               min_length;      /* characters, 0: no check */
     llmr_pattern_pt        pattern;         /* 1 when the content matches */
+    void                  *pattern_data;
     llmr_pattern_pt        require;         /* 0 when it does not */
-    void                  *data;
+    void                  *require_data;
 } llmr_criteria_t;
 
 typedef struct {

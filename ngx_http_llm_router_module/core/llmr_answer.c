@@ -461,13 +461,13 @@ llmr_answer_check(llmr_answer_t *a, const unsigned char *p, size_t len,
     }
 
     if (v == LLMR_VERDICT_OK && c->pattern
-        && c->pattern(c->data, a->content, a->content_len))
+        && c->pattern(c->pattern_data, a->content, a->content_len))
     {
         v = LLMR_VERDICT_PATTERN;
     }
 
     if (v == LLMR_VERDICT_OK && c->require && !a->tool_calls
-        && !c->require(c->data, a->content, a->content_len))
+        && !c->require(c->require_data, a->content, a->content_len))
     {
         v = LLMR_VERDICT_REQUIRED;
     }

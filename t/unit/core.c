@@ -836,6 +836,7 @@ test_answer(void)
     c.pattern = NULL;
 
     c.require = refusal;
+    c.require_data = NULL;
     tap_is(verdict(&c, answer("\"Here it is.\"", "stop"), 0, NULL),
            LLMR_VERDICT_REQUIRED, "answer: a required pattern is missing");
     tap_is(verdict(&c, answer("\"I cannot say.\"", "stop"), 0, NULL),

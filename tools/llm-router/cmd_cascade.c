@@ -35,10 +35,6 @@ typedef struct {
 } lr_cascade_t;
 
 
-static int lr_refuse(void *data, const unsigned char *p, size_t len);
-static int lr_require(void *data, const unsigned char *p, size_t len);
-
-
 int
 lr_cmd_cascade(int argc, char **argv)
 {
@@ -96,9 +92,10 @@ lr_cmd_cascade(int argc, char **argv)
     c.finish = 1;
     c.empty = 1;
     c.min_length = min_length;
-    c.pattern = cc.refuse.n ? lr_refuse : NULL;
-    c.require = cc.require.n ? lr_require : NULL;
-    c.data = &cc;
+    c.pattern = cc.refuse.n ? lr_match : NULL;
+    c.pattern_data = &cc.refuse;
+    c.require = cc.require.n ? lr_match : NULL;
+    c.require_data = &cc.require;
 
     how.need = LR_NEED_OUTCOMES;
     how.history = 0;
@@ -251,18 +248,4 @@ lr_match(void *data, const unsigned char *p, size_t len)
     }
 
     return 0;
-}
-
-
-static int
-lr_refuse(void *data, const unsigned char *p, size_t len)
-{
-    return lr_match(&((lr_cascade_t *) data)->refuse, p, len);
-}
-
-
-static int
-lr_require(void *data, const unsigned char *p, size_t len)
-{
-    return lr_match(&((lr_cascade_t *) data)->require, p, len);
 }
