@@ -33,12 +33,18 @@ static ngx_uint_t ngx_http_llm_router_failed(ngx_http_request_t *r,
     ngx_uint_t status);
 static ngx_uint_t ngx_http_llm_router_tried(ngx_http_llm_router_ctx_t *ctx,
     ngx_http_llm_router_model_t *m);
+static ngx_uint_t ngx_http_llm_router_usable(ngx_http_request_t *r,
+    ngx_http_llm_router_ctx_t *ctx, ngx_http_llm_router_model_t *m);
 static ngx_int_t ngx_http_llm_router_checked(ngx_http_request_t *r,
     ngx_http_llm_router_ctx_t *ctx);
 static ngx_int_t ngx_http_llm_router_release(ngx_http_request_t *r,
     ngx_http_llm_router_ctx_t *ctx, ngx_http_request_t *sr);
 static int ngx_http_llm_router_match(void *data, const unsigned char *p,
     size_t len);
+static ngx_int_t ngx_http_llm_router_answer(ngx_http_request_t *r,
+    ngx_http_llm_router_ctx_t *ctx);
+static ngx_int_t ngx_http_llm_router_checked_release(ngx_http_request_t *r,
+    ngx_http_llm_router_ctx_t *ctx);
 static void ngx_http_llm_router_headers(ngx_http_request_t *r,
     ngx_http_headers_out_t *h, ngx_http_request_t *sr);
 static ngx_msec_t ngx_http_llm_router_retry_after(ngx_http_request_t *sr);
@@ -53,8 +59,9 @@ ngx_int_t
 ngx_http_llm_router_attempt(ngx_http_request_t *r,
     ngx_http_llm_router_ctx_t *ctx)
 {
-    ngx_int_t                     rc;
-    ngx_http_llm_router_model_t  *next;
+    ngx_int_t                       rc;
+    ngx_http_llm_router_model_t    *next;
+    ngx_http_llm_router_attempt_t  *a;
 
     if (ctx->sr == NULL) {
 
@@ -66,6 +73,14 @@ ngx_http_llm_router_attempt(ngx_http_request_t *r,
             ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
                           "llm_router: model \"%V\" is cooling down, "
                           "\"%V\" answers", &ctx->model->name, &next->name);
+
+            /* the log tells why the routed model did not answer */
+
+            a = &ctx->attempts[ctx->nattempts++];
+            ngx_memzero(a, sizeof(ngx_http_llm_router_attempt_t));
+            a->model = ctx->model;
+            a->reason = "cooldown";
+            a->failed = 1;
 
             ctx->model = next;
 
@@ -84,7 +99,13 @@ ngx_http_llm_router_attempt(ngx_http_request_t *r,
     }
 
     if (ctx->sr_failed) {
-        next = ngx_http_llm_router_next(r, ctx);
+        a = &ctx->attempts[ctx->nattempts - 1];
+        next = a->failed ? ngx_http_llm_router_next(r, ctx) : NULL;
+
+        if (next == NULL && ctx->kept) {
+            /* the stronger models failed: the cheap answer is better */
+            return ngx_http_llm_router_checked_release(r, ctx);
+        }
 
         if (next == NULL) {
             ngx_http_finalize_request(r, ctx->final_status);
@@ -138,6 +159,8 @@ ngx_http_llm_router_start(ngx_http_request_t *r,
     ps->handler = ngx_http_llm_router_attempt_done;
     ps->data = ctx;
 
+    ctx->answered = ctx->nattempts;
+
     a = &ctx->attempts[ctx->nattempts++];
     ngx_memzero(a, sizeof(ngx_http_llm_router_attempt_t));
     a->model = ctx->model;
@@ -162,9 +185,10 @@ ngx_http_llm_router_start(ngx_http_request_t *r,
     llcf = ngx_http_get_module_loc_conf(r, ngx_http_llm_router_module);
 
     ctx->hold = llcf->escalate && ctx->model->escalate
-                && !ngx_http_llm_router_tried(ctx, ctx->model->escalate)
+                && ngx_http_llm_router_usable(r, ctx, ctx->model->escalate)
                 && ctx->nattempts < NGX_HTTP_LLM_ROUTER_ATTEMPTS_MAX
-                && (!ctx->request.f.stream || llcf->escalate_stream);
+                && (!ctx->request.f.stream || llcf->escalate_stream)
+                && llcf->escalate_buffer;
 
     ngx_log_debug1(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
                    "llm_router: trying model \"%V\"", &ctx->model->name);
@@ -221,21 +245,22 @@ ngx_http_llm_router_attempt_header(ngx_http_request_t *sr,
     if (ngx_http_llm_router_failed(r, status)) {
         a->reason = sr->err_status ? "upstream" : "status";
         a->failed = 1;
+    }
 
-        if (sr->err_status || ngx_http_llm_router_next(r, ctx)) {
-            ctx->sr_failed = 1;
-            ctx->final_status = status;
+    if (sr->err_status || (a->failed && ngx_http_llm_router_next(r, ctx))) {
+        ctx->sr_failed = 1;
+        ctx->final_status = status;
 
-            ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
-                          "llm_router: model \"%V\" failed with %ui",
-                          &ctx->model->name, status);
+        ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
+                      "llm_router: model \"%V\" failed with %ui",
+                      &ctx->model->name, status);
 
-            return NGX_DECLINED;
-        }
+        return NGX_DECLINED;
     }
 
     if (ctx->hold && status >= 200 && status < 300) {
         ctx->held_headers = sr->headers_out;
+        ctx->held_sr = sr;
         return NGX_DECLINED;
     }
 
@@ -270,29 +295,21 @@ ngx_http_llm_router_headers(ngx_http_request_t *r, ngx_http_headers_out_t *h,
 
 /*
  * The body of a held answer is copied aside as it comes (the upstream's
- * buffers are reused); one larger than llm_router_escalate_buffer, or
- * in a temporary file, is released as it is, unchecked.
+ * buffers are reused) into a buffer that grows as needed; one larger
+ * than llm_router_escalate_buffer, or in a temporary file, is released
+ * as it is, unchecked.
  */
 
 ngx_int_t
 ngx_http_llm_router_hold(ngx_http_request_t *sr,
     ngx_http_llm_router_ctx_t *ctx, ngx_chain_t *in)
 {
-    size_t                           size;
+    size_t                           size, held;
     ngx_buf_t                       *b;
     ngx_chain_t                     *cl;
     ngx_http_llm_router_loc_conf_t  *llcf;
 
     llcf = ngx_http_get_module_loc_conf(sr, ngx_http_llm_router_module);
-
-    if (ctx->held == NULL) {
-        ctx->held = ngx_create_temp_buf(sr->pool, llcf->escalate_buffer);
-        if (ctx->held == NULL) {
-            return NGX_ERROR;
-        }
-    }
-
-    b = ctx->held;
 
     for (cl = in; cl; cl = cl->next) {
         size = ngx_buf_size(cl->buf);
@@ -302,10 +319,32 @@ ngx_http_llm_router_hold(ngx_http_request_t *sr,
             continue;
         }
 
+        b = ctx->held;
+        held = b ? (size_t) (b->last - b->pos) : 0;
+
         if (!ngx_buf_in_memory(cl->buf)
-            || size > (size_t) (b->end - b->last))
+            || held + size > llcf->escalate_buffer)
         {
             break;
+        }
+
+        if (b == NULL || size > (size_t) (b->end - b->last)) {
+
+            /* doubling, up to llm_router_escalate_buffer */
+
+            b = ngx_create_temp_buf(sr->pool,
+                                    ngx_min(llcf->escalate_buffer,
+                                            ngx_max(2 * (held + size),
+                                                    16384)));
+            if (b == NULL) {
+                return NGX_ERROR;
+            }
+
+            if (ctx->held) {
+                b->last = ngx_cpymem(b->last, ctx->held->pos, held);
+            }
+
+            ctx->held = b;
         }
 
         b->last = ngx_cpymem(b->last, cl->buf->pos, size);
@@ -340,7 +379,7 @@ ngx_http_llm_router_release(ngx_http_request_t *r,
     ngx_chain_t  out;
 
     ctx->hold = 0;
-    ngx_http_llm_router_headers(r, &ctx->held_headers, ctx->sr);
+    ngx_http_llm_router_headers(r, &ctx->held_headers, ctx->held_sr);
 
     rc = ngx_http_send_header(r);
 
@@ -420,15 +459,7 @@ ngx_http_llm_router_checked(ngx_http_request_t *r,
         : LLMR_VERDICT_UNREADABLE;
 
     if (v == LLMR_VERDICT_OK) {
-        rc = ngx_http_llm_router_release(r, ctx, r);
-
-        if (rc == NGX_ERROR) {
-            ngx_http_finalize_request(r, rc);
-            return NGX_DONE;
-        }
-
-        ngx_http_finalize_request(r, ngx_http_send_special(r, NGX_HTTP_LAST));
-        return NGX_DONE;
+        return ngx_http_llm_router_answer(r, ctx);
     }
 
     /* the held answer was billed: it counts in the cost */
@@ -449,6 +480,12 @@ ngx_http_llm_router_checked(ngx_http_request_t *r,
     ctx->escalated = 1;
     ctx->escalation_reason = llmr_verdict_name(v);
 
+    ctx->kept_headers = ctx->held_headers;
+    ctx->kept_sr = ctx->held_sr;
+    ctx->kept = ctx->held;
+    ctx->kept_model = ctx->model;
+    ctx->kept_attempt = ctx->nattempts - 1;
+
     ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
                   "llm_router: the answer of model \"%V\" is escalated "
                   "to \"%V\": %s", &ctx->model->name,
@@ -463,6 +500,50 @@ ngx_http_llm_router_checked(ngx_http_request_t *r,
     }
 
     return ngx_http_llm_router_start(r, ctx);
+}
+
+
+/* the held answer, whole, is the client's */
+
+static ngx_int_t
+ngx_http_llm_router_answer(ngx_http_request_t *r,
+    ngx_http_llm_router_ctx_t *ctx)
+{
+    ngx_int_t  rc;
+
+    rc = ngx_http_llm_router_release(r, ctx, r);
+
+    if (rc == NGX_ERROR) {
+        ngx_http_finalize_request(r, rc);
+        return NGX_DONE;
+    }
+
+    ngx_http_finalize_request(r, ngx_http_send_special(r, NGX_HTTP_LAST));
+
+    return NGX_DONE;
+}
+
+
+/*
+ * Every model the answer was escalated to failed: the escalated answer,
+ * inadequate as it seemed, is still better than an error.
+ */
+
+static ngx_int_t
+ngx_http_llm_router_checked_release(ngx_http_request_t *r,
+    ngx_http_llm_router_ctx_t *ctx)
+{
+    ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
+                  "llm_router: the escalated answer of model \"%V\" is "
+                  "sent: no stronger model answered", &ctx->kept_model->name);
+
+    ctx->model = ctx->kept_model;
+    ctx->answered = ctx->kept_attempt;
+    ctx->held_headers = ctx->kept_headers;
+    ctx->held_sr = ctx->kept_sr;
+    ctx->held = ctx->kept;
+
+    return ngx_http_llm_router_answer(r, ctx);
 }
 
 
@@ -509,41 +590,55 @@ static ngx_http_llm_router_model_t *
 ngx_http_llm_router_next(ngx_http_request_t *r,
     ngx_http_llm_router_ctx_t *ctx)
 {
-    uint64_t                      need;
-    llmr_features_t              *f;
     ngx_http_llm_router_model_t  *m;
 
     if (ctx->nattempts == NGX_HTTP_LLM_ROUTER_ATTEMPTS_MAX) {
         return NULL;
     }
 
-    f = &ctx->request.f;
-    need = f->prompt_tokens + (f->max_tokens > 0 ? f->max_tokens : 0);
-
     for (m = ctx->model->fallback; m; m = m->fallback) {
-
-        if (ngx_http_llm_router_tried(ctx, m)) {
-            continue;
+        if (ngx_http_llm_router_usable(r, ctx, m)) {
+            return m;
         }
-
-        if (ngx_http_llm_router_cooling(r, m)) {
-            ngx_log_debug1(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
-                           "llm_router: model \"%V\" is cooling down",
-                           &m->name);
-            continue;
-        }
-
-        if (m->context && m->context < need) {
-            ngx_log_debug2(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
-                           "llm_router: model \"%V\" is too small for "
-                           "%uL tokens", &m->name, need);
-            continue;
-        }
-
-        return m;
     }
 
     return NULL;
+}
+
+
+/*
+ * A model that has not been tried, is not cooling down, and whose
+ * context window holds the prompt and the answer asked for.
+ */
+
+static ngx_uint_t
+ngx_http_llm_router_usable(ngx_http_request_t *r,
+    ngx_http_llm_router_ctx_t *ctx, ngx_http_llm_router_model_t *m)
+{
+    uint64_t          need;
+    llmr_features_t  *f;
+
+    if (ngx_http_llm_router_tried(ctx, m)) {
+        return 0;
+    }
+
+    if (ngx_http_llm_router_cooling(r, m)) {
+        ngx_log_debug1(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                       "llm_router: model \"%V\" is cooling down", &m->name);
+        return 0;
+    }
+
+    f = &ctx->request.f;
+    need = f->prompt_tokens + (f->max_tokens > 0 ? f->max_tokens : 0);
+
+    if (m->context && m->context < need) {
+        ngx_log_debug2(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                       "llm_router: model \"%V\" is too small for "
+                       "%uL tokens", &m->name, need);
+        return 0;
+    }
+
+    return 1;
 }
 
 

@@ -329,6 +329,8 @@ ngx_http_llm_router_model_block(ngx_conf_t *cf, ngx_command_t *cmd,
     model->name = value[1];
     model->auth = NGX_HTTP_LLM_ROUTER_AUTH_BEARER;
     model->hash = ngx_crc32_short(value[1].data, value[1].len) | 1;
+    model->file = cf->conf_file->file.name.data;
+    model->line = cf->conf_file->line;
 
     save = *cf;
     cf->handler = ngx_http_llm_router_model_option;
@@ -1283,7 +1285,8 @@ ngx_http_llm_router_resolve_chain(ngx_conf_t *cf,
     if (m == NGX_ERROR) {
         ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
                       "unknown model \"%V\" in \"%s\" of "
-                      "llm_router_model \"%V\"", target, name, &model->name);
+                      "llm_router_model \"%V\" in %s:%ui", target, name,
+                      &model->name, model->file, model->line);
         return NGX_ERROR;
     }
 
@@ -1298,9 +1301,9 @@ ngx_http_llm_router_resolve_chain(ngx_conf_t *cf,
         if (next == model || ++n > lmcf->models.nelts) {
             ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
                           "the %s of llm_router_model \"%V\" "
-                          "come back to it",
+                          "come back to it in %s:%ui",
                           fallback ? "fallbacks" : "escalate targets",
-                          &model->name);
+                          &model->name, model->file, model->line);
             return NGX_ERROR;
         }
     }

@@ -40,6 +40,8 @@ struct ngx_http_llm_router_model_s {
     ngx_str_t                      escalate_name;
     ngx_http_llm_router_model_t   *escalate;
     ngx_atomic_uint_t              hash;          /* of the name, not 0 */
+    u_char                        *file;          /* where it is declared */
+    ngx_uint_t                     line;
     ngx_uint_t                     set;        /* options seen, a bit each */
 };
 
@@ -159,8 +161,18 @@ typedef struct {
 
     /* escalation: the answer held back until it is checked */
     ngx_http_headers_out_t         held_headers;
+    ngx_http_request_t            *held_sr;
     ngx_buf_t                     *held;
     const char                    *escalation_reason;
+
+    /* the escalated answer, should every stronger model fail */
+    ngx_http_headers_out_t         kept_headers;
+    ngx_http_request_t            *kept_sr;
+    ngx_buf_t                     *kept;
+    ngx_http_llm_router_model_t   *kept_model;
+    ngx_uint_t                     kept_attempt;
+
+    ngx_uint_t                     answered;      /* the try answering */
 
     /* the phase handler's answer once the body is read */
     ngx_int_t                      status;

@@ -297,8 +297,10 @@ ngx_http_llm_router_total_cost(ngx_http_llm_router_ctx_t *ctx,
 
     cost = a->cost;
 
-    for (i = 0; ctx && i + 1 < ctx->nattempts; i++) {
-        cost += ctx->attempts[i].cost;
+    for (i = 0; ctx && i < ctx->nattempts; i++) {
+        if (i != ctx->answered) {
+            cost += ctx->attempts[i].cost;
+        }
     }
 
     return cost;
@@ -391,7 +393,9 @@ ngx_http_llm_router_log_variable(ngx_http_request_t *r,
     llcf = ngx_http_get_module_loc_conf(r, ngx_http_llm_router_module);
     ctx = ngx_http_get_module_ctx(r, ngx_http_llm_router_module);
 
-    if (!ngx_http_llm_router_on(llcf) && ctx == NULL) {
+    /* the tries of failover (log_subrequest on) are in the main record */
+
+    if (r != r->main || (!ngx_http_llm_router_on(llcf) && ctx == NULL)) {
         v->not_found = 1;
         return NGX_OK;
     }
@@ -507,6 +511,8 @@ ngx_http_llm_router_attempts(u_char *p, ngx_http_llm_router_ctx_t *ctx,
 
     fallback = 0;
 
+    /* a try failed and another came after it */
+
     for (i = 0; i + 1 < ctx->nattempts; i++) {
         fallback |= at[i].failed;
     }
@@ -544,8 +550,8 @@ ngx_http_llm_router_attempts(u_char *p, ngx_http_llm_router_ctx_t *ctx,
 
         p = ngx_cpymem(p, ",\"cost_usd\":", sizeof(",\"cost_usd\":") - 1);
 
-        /* the last try is the answer: its cost is the account's */
-        p += llmr_usd_format(p, (i + 1 == ctx->nattempts || !ctx->nattempts)
+        /* the try that answered costs what the account says */
+        p += llmr_usd_format(p, (i == ctx->answered || !ctx->nattempts)
                                 ? a->cost : at[i].cost);
         *p++ = '}';
     }

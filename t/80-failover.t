@@ -106,7 +106,7 @@ my $mock_error = sub {
                                     type => $type } });
 };
 
-plan tests => 49;
+plan tests => 50;
 
 # ------------------------------------------------------------ what fails over
 
@@ -153,6 +153,11 @@ is $d, '200 large large/default, sent: mini=1 large=1',
 ($d, $r) = outcome(path => '/teapot/inner', headers => only('mini', 'X-Mock-Status' => 500));
 is_deeply [$d, $r->{body}], ['500 mini mini/default, sent: mini=1', $mock_error->(500, 'server_error')],
           'llm_router_fallback_status 418: the list replaces the default, 500 is passed through';
+
+($d, $r) = outcome(path => '/teapot/inner', model => 'dead');
+is_deeply [$d, $r->{headers}{'content-type'}, ref $r->{json} eq 'HASH' && $r->{json}{error}{message}],
+          ['502 - dead/client, sent: none', 'application/json', 'the model provider could not be reached'],
+          'a refused connection that is not in the list: nginx\'s 502, as JSON';
 
 ($d, $r) = outcome(headers => only('mini', 'X-Mock-Delay-Ms' => 3000));
 is $d, '200 large large/default, sent: mini=1 large=1', 'timeout: the next model answers';

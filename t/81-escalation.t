@@ -24,6 +24,7 @@ my %KEY = (mini => 'sk-mini', large => 'sk-large', backup => 'sk-backup');
 # answer is whitespace only; a header cannot carry such a reply to the
 # mock (nginx and the mock trim header values)
 my $blank_port = LLMRouterTest::free_port();
+my $dead_port = LLMRouterTest::free_port();
 my %blank_usage = (prompt_tokens => 11, completion_tokens => 3, total_tokens => 14);
 my $blank_answer = '{"id":"chatcmpl-blank","object":"chat.completion","created":1,"model":"blank-1",'
     . '"choices":[{"index":0,"finish_reason":"stop","message":{"role":"assistant","content":" \n\t \r\n "}}],'
@@ -33,6 +34,7 @@ my $blank_answer = '{"id":"chatcmpl-blank","object":"chat.completion","created":
 $t->config(<<"EOF" . <<'EOF')->run;
 llm_router_model blank  { url http://127.0.0.1:$blank_port/v1/chat/completions; model blank-1; auth none;
                           price 0.50 1.00; escalate large; }
+llm_router_model deadend { url http://127.0.0.1:$dead_port/v1/chat/completions; model dead-1; auth none; }
 
 server {
     listen 127.0.0.1:$blank_port;
@@ -50,6 +52,8 @@ llm_router_model large  { url %%URL_large%%;  model gpt-4o;      key sk-large;  
 llm_router_model backup { url %%URL_backup%%; model backup-1;    key sk-backup; price 1.00 2.00; }
 llm_router_model lone   { url %%URL_mini%%;   model gpt-4o-mini; key sk-mini;   price 0.15 0.60;
                           escalate large; }
+llm_router_model kept   { url %%URL_mini%%;   model gpt-4o-mini; key sk-mini;   price 0.15 0.60;
+                          escalate deadend; }
 
 log_format llm escape=none '$llm_router_log';
 
@@ -101,6 +105,16 @@ server {
         llm_router_escalate_stream on;
         llm_router_escalate_json on;
         llm_router_escalate_tool_args on;
+        proxy_pass $llm_router_url;
+    }
+
+    # nginx's proxy defaults: HTTP/1.0, buffered
+    location = /defaults {
+        llm_router on;
+        llm_router_escalate on;
+        llm_router_escalate_stream on;
+        proxy_http_version 1.0;
+        proxy_buffering on;
         proxy_pass $llm_router_url;
     }
 
@@ -212,7 +226,7 @@ my $says = sub { my ($who, $model) = @_; "[$who] $model says: I read 1 message; 
 my $says_mini = $says->('mini', 'gpt-4o-mini');
 my $says_large = $says->('large', 'gpt-4o');
 
-plan tests => 53;
+plan tests => 55;
 
 # ------------------------------------------------------------ a good answer
 
@@ -394,6 +408,14 @@ is_deeply [$d, content_of($r)],
            . ' | lone 200 length, large 200 -', $says_large],
           'escalate without a fallback: escalated';
 
+# every model the answer is escalated to fails: the cheap answer, held
+# back, is still better than an error
+($d, $r) = outcome(log => 1, model => 'kept', headers => only('mini', 'X-Mock-Finish' => 'length'));
+is_deeply [$d, $r->{json}{choices}[0]{finish_reason}],
+          ['200 mini kept/client, sent: mini=1 | escalated=true reason=length fallback=false'
+           . ' | kept 200 length, deadend 502 upstream', 'length'],
+          'escalated to a model that fails: the held cheap answer is sent';
+
 ($d, $r) = outcome(log => 1, model => 'lone', headers => only('mini', 'X-Mock-Status' => 500));
 is_deeply [$d, $r->{json}{error}{message}],
           ['500 mini lone/client, sent: mini=1 | escalated=false reason=null fallback=false | lone 500 status',
@@ -526,6 +548,25 @@ my @stream_cases = (
     bytes_is stable($r->{body}), stable($ref->{body}), 'stream larger than the buffer: byte for byte';
     like $t->error_log, qr/the answer of model "mini" is larger than llm_router_escalate_buffer, not checked/,
          'larger than the buffer: error.log says it was not checked';
+}
+
+# ------------------------------------------------------------ proxy defaults
+
+{
+    my @got;
+    for my $req ([], [headers => only('mini', 'X-Mock-Finish' => 'length')],
+                 [fields => $stream], [fields => $stream, headers => only('mini', 'X-Mock-Finish' => 'length')]) {
+        my ($d, $r) = outcome(log => 1, path => '/defaults', @$req);
+        my $ref = $r->{headers}{'x-mock-provider'} eq 'mini' ? direct('mini', 'X-Mock-Event-Delay-Ms' => 0) : undef;
+        push @got, join ' ', $d, content_of($r) // stream_text($r),
+                   $ref ? (stable($ref->{body}) eq stable($r->{body}) ? 'byte for byte' : 'differs') : ();
+    }
+    is_deeply \@got,
+              ["200 mini mini/default, sent: mini=1 | escalated=false reason=null fallback=false | mini 200 - $says_mini byte for byte",
+               "200 large large/default, sent: mini=1 large=1 | escalated=true reason=length fallback=false | mini 200 length, large 200 - $says_large",
+               "200 mini mini/default, sent: mini=1 | escalated=false reason=null fallback=false | mini 200 - $says_mini byte for byte",
+               "200 large large/default, sent: mini=1 large=1 | escalated=true reason=length fallback=false | mini 200 length, large 200 - $says_large"],
+              'proxy_http_version 1.0, proxy_buffering on: held, released and escalated the same';
 }
 
 # ------------------------------------------------------------ keep-alive
