@@ -330,24 +330,7 @@ is_deeply \@got,
 
 my $c = LLMRouterTest->new;
 
-sub conf_check {
-    my ($models, $location) = @_;
-    my ($ok, $out) = $c->config(<<"EOF")->nginx_test;
-$models
-server {
-    listen 127.0.0.1:%%PORT%%;
-    location / {
-        llm_router on;
-        llm_router_default a;
-        $location
-        proxy_pass \$llm_router_url;
-    }
-}
-EOF
-    return 'passed' if $ok;
-    my ($emerg) = $out =~ /\[emerg\] (?:\d+#\d+: )?(.*)$/m or return $out;
-    return $emerg =~ s/ in \S*nginx\.conf:\d+$/ in nginx.conf:N/r;
-}
+sub conf_check { return $c->config_error(@_) }
 
 my $m = sub { my ($name, $fallback) = @_;
               "llm_router_model $name { url http://127.0.0.1:1/v1; model $name-1; auth none;"

@@ -266,22 +266,9 @@ my $c = LLMRouterTest->new;
 
 sub conf_check {
     my ($http, $location) = @_;
-    my ($ok, $out) = $c->config(<<"EOF")->nginx_test;
-llm_router_model a { url http://127.0.0.1:1/v1; model a-1; auth none; }
-$http
-server {
-    listen 127.0.0.1:%%PORT%%;
-    location / {
-        llm_router on;
-        llm_router_default a;
-        $location
-        proxy_pass \$llm_router_url;
-    }
-}
-EOF
-    return 'passed' if $ok;
-    my ($emerg) = $out =~ /\[emerg\] (?:\d+#\d+: )?(.*)$/m or return $out;
-    return $emerg =~ s/ in \S*nginx\.conf:\d+$/ in nginx.conf:N/r;
+    return $c->config_error(
+        "llm_router_model a { url http://127.0.0.1:1/v1; model a-1; auth none; }\n$http",
+        $location);
 }
 
 my $min = 8 * POSIX::sysconf(POSIX::_SC_PAGESIZE());

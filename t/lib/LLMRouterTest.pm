@@ -186,6 +186,28 @@ sub nginx_cmd {
     return ($self->{nginx}, '-p', "$self->{prefix}/", '-c', "$self->{prefix}/nginx.conf", @args);
 }
 
+# nginx -t of $http (models, zones...) and a router location with the
+# extra directives $location and a default model "a": "passed", or the
+# [emerg] message with its place shortened to "in nginx.conf:N".
+sub config_error {
+    my ($self, $http, $location) = @_;
+    my ($ok, $out) = $self->config(<<"EOF")->nginx_test;
+$http
+server {
+    listen 127.0.0.1:%%PORT%%;
+    location / {
+        llm_router on;
+        llm_router_default a;
+        $location
+        proxy_pass \$llm_router_url;
+    }
+}
+EOF
+    return 'passed' if $ok;
+    my ($emerg) = $out =~ /\[emerg\] (?:\d+#\d+: )?(.*)$/m or return $out;
+    return $emerg =~ s/ in \S*nginx\.conf:\d+$/ in nginx.conf:N/r;
+}
+
 # nginx -t: returns (exit_ok, output).
 sub nginx_test {
     my ($self) = @_;
