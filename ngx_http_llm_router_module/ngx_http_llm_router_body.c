@@ -18,6 +18,8 @@ static ngx_int_t ngx_http_llm_router_parse(ngx_http_request_t *r,
 static void ngx_http_llm_router_body_handler(ngx_http_request_t *r);
 static ngx_int_t ngx_http_llm_router_route(ngx_http_request_t *r,
     ngx_http_llm_router_ctx_t *ctx);
+static ngx_int_t ngx_http_llm_router_decided(ngx_http_request_t *r,
+    ngx_http_llm_router_ctx_t *ctx);
 static ngx_int_t ngx_http_llm_router_decide(ngx_http_request_t *r,
     ngx_http_llm_router_ctx_t *ctx);
 static int ngx_http_llm_router_var_test(void *data, const llmr_cond_t *cond);
@@ -252,6 +254,28 @@ ngx_http_llm_router_body_handler(ngx_http_request_t *r)
 
 static ngx_int_t
 ngx_http_llm_router_route(ngx_http_request_t *r,
+    ngx_http_llm_router_ctx_t *ctx)
+{
+    ngx_int_t        rc;
+    struct timespec  t0, t1;
+
+    /* the decision's own time, in microseconds, for the metrics */
+
+    (void) clock_gettime(CLOCK_MONOTONIC, &t0);
+
+    rc = ngx_http_llm_router_decided(r, ctx);
+
+    (void) clock_gettime(CLOCK_MONOTONIC, &t1);
+
+    ctx->decision_us = (t1.tv_sec - t0.tv_sec) * 1000000
+                       + (t1.tv_nsec - t0.tv_nsec) / 1000;
+
+    return rc;
+}
+
+
+static ngx_int_t
+ngx_http_llm_router_decided(ngx_http_request_t *r,
     ngx_http_llm_router_ctx_t *ctx)
 {
     ngx_int_t                        rc;

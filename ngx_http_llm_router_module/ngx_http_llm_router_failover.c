@@ -474,6 +474,8 @@ ngx_http_llm_router_checked(ngx_http_request_t *r,
     ngx_http_llm_router_account(r, ctx, &a);
     ctx->scan_usage = 0;
 
+    ctx->attempts[ctx->nattempts - 1].prompt = a.prompt;
+    ctx->attempts[ctx->nattempts - 1].completion = a.completion;
     ctx->attempts[ctx->nattempts - 1].cost = a.cost;
     ctx->attempts[ctx->nattempts - 1].reason = llmr_verdict_name(v);
 

@@ -65,6 +65,7 @@ ngx_http_llm_router_header_filter(ngx_http_request_t *r)
 {
     ngx_int_t                        rc;
     ngx_uint_t                       status, sse;
+    ngx_time_t                      *tp;
     ngx_http_llm_router_ctx_t       *ctx;
     ngx_http_llm_router_loc_conf_t  *llcf;
 
@@ -117,6 +118,12 @@ ngx_http_llm_router_header_filter(ngx_http_request_t *r)
     }
 
     status = r->headers_out.status;
+
+    if (ctx && ctx->routed) {
+        tp = ngx_timeofday();
+        ctx->ttfb = (ngx_msec_t) ((tp->sec - r->start_sec) * 1000
+                                  + (tp->msec - r->start_msec));
+    }
 
     /* an explain answer is ours, not a provider's: it costs nothing */
 

@@ -55,6 +55,8 @@ static char *ngx_http_llm_router_load_classifier(ngx_conf_t *cf,
     ngx_str_t *path, llmr_classifier_t *c);
 static char *ngx_http_llm_router_explain(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
+static char *ngx_http_llm_router_status(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
 static ngx_int_t ngx_http_llm_router_find(ngx_array_t *a, ngx_str_t *name);
 static ngx_int_t ngx_http_llm_router_resolve(ngx_conf_t *cf,
     ngx_http_llm_router_loc_conf_t *conf);
@@ -134,6 +136,13 @@ static ngx_command_t  ngx_http_llm_router_commands[] = {
       NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE2,
       ngx_http_llm_router_zone,
       NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("llm_router_status"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
+      ngx_http_llm_router_status,
+      0,
       0,
       NULL },
 
@@ -1231,6 +1240,18 @@ ngx_http_llm_router_fallback_status(ngx_conf_t *cf, ngx_command_t *cmd,
 }
 
 
+static char *
+ngx_http_llm_router_status(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_core_loc_conf_t  *clcf;
+
+    clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
+    clcf->handler = ngx_http_llm_router_status_handler;
+
+    return NGX_CONF_OK;
+}
+
+
 /* models and keyword lists alike start with their name */
 
 static ngx_int_t
@@ -1335,6 +1356,13 @@ ngx_http_llm_router_postconfiguration(ngx_conf_t *cf)
     }
 
     *h = ngx_http_llm_router_handler;
+
+    h = ngx_array_push(&cmcf->phases[NGX_HTTP_LOG_PHASE].handlers);
+    if (h == NULL) {
+        return NGX_ERROR;
+    }
+
+    *h = ngx_http_llm_router_count;
 
     if (ngx_http_llm_router_request_body_init(cf) != NGX_OK) {
         return NGX_ERROR;

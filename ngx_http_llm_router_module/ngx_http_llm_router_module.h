@@ -136,6 +136,8 @@ typedef struct {
     ngx_uint_t                     status;
     ngx_msec_t                     start;
     ngx_msec_t                     latency;
+    uint64_t                       prompt;        /* of an escalated answer */
+    uint64_t                       completion;
     uint64_t                       cost;          /* pico-USD */
     const char                    *reason;        /* why another came */
     unsigned                       failed:1;
@@ -173,6 +175,9 @@ typedef struct {
     ngx_uint_t                     kept_attempt;
 
     ngx_uint_t                     answered;      /* the try answering */
+
+    ngx_msec_t                     ttfb;          /* the answer's header */
+    ngx_uint_t                     decision_us;
 
     /* the phase handler's answer once the body is read */
     ngx_int_t                      status;
@@ -227,10 +232,74 @@ ngx_uint_t ngx_http_llm_router_cooling(ngx_http_request_t *r,
     ngx_http_llm_router_model_t *m);
 void ngx_http_llm_router_cool(ngx_http_request_t *r,
     ngx_http_llm_router_model_t *m, ngx_msec_t time);
+ngx_int_t ngx_http_llm_router_count(ngx_http_request_t *r);
+ngx_int_t ngx_http_llm_router_status_handler(ngx_http_request_t *r);
 ngx_int_t ngx_http_llm_router_hold(ngx_http_request_t *sr,
     ngx_http_llm_router_ctx_t *ctx, ngx_chain_t *in);
 size_t ngx_http_llm_router_json_size(ngx_str_t *s);
 u_char *ngx_http_llm_router_json(u_char *p, ngx_str_t *s);
+
+
+/*
+ * The shared zone: per model, its cooldown, counters and latency
+ * histograms; labelled series for requests by rule, fallbacks,
+ * escalations and upstream errors.  Everything is found by hash and
+ * counted with atomics, so that workers never lock to count.
+ */
+
+#define NGX_HTTP_LLM_ROUTER_ZONE_MODELS   128
+#define NGX_HTTP_LLM_ROUTER_ZONE_SERIES   512
+#define NGX_HTTP_LLM_ROUTER_LABEL_LEN     47
+#define NGX_HTTP_LLM_ROUTER_BUCKETS       12     /* the last is +Inf */
+
+enum {
+    NGX_HTTP_LLM_ROUTER_SERIES_RULE = 1,         /* model, rule */
+    NGX_HTTP_LLM_ROUTER_SERIES_FALLBACK,         /* from, to, reason */
+    NGX_HTTP_LLM_ROUTER_SERIES_ESCALATION,       /* from, to, reason */
+    NGX_HTTP_LLM_ROUTER_SERIES_ERROR             /* model, status */
+};
+
+
+typedef struct {
+    u_char                         len;
+    u_char                         data[NGX_HTTP_LLM_ROUTER_LABEL_LEN];
+} ngx_http_llm_router_label_t;
+
+
+typedef struct {
+    ngx_atomic_t                   hash;          /* of the name, 0: free */
+    ngx_atomic_t                   ready;         /* the name is there */
+    ngx_http_llm_router_label_t    name;
+    ngx_atomic_t                   until;         /* cooldown */
+    ngx_atomic_t                   prompt;
+    ngx_atomic_t                   completion;
+    ngx_atomic_t                   cost;          /* pico-USD */
+    ngx_atomic_t                   latency[NGX_HTTP_LLM_ROUTER_BUCKETS];
+    ngx_atomic_t                   latency_ms;
+    ngx_atomic_t                   ttfb[NGX_HTTP_LLM_ROUTER_BUCKETS];
+    ngx_atomic_t                   ttfb_ms;
+} ngx_http_llm_router_shm_model_t;
+
+
+typedef struct {
+    ngx_atomic_t                   hash;          /* 0: free */
+    ngx_atomic_t                   ready;
+    ngx_atomic_t                   kind;
+    ngx_http_llm_router_label_t    label[3];
+    ngx_atomic_t                   value;
+} ngx_http_llm_router_shm_series_t;
+
+
+typedef struct {
+    ngx_http_llm_router_shm_model_t   models[NGX_HTTP_LLM_ROUTER_ZONE_MODELS];
+    ngx_http_llm_router_shm_series_t  series[NGX_HTTP_LLM_ROUTER_ZONE_SERIES];
+    ngx_atomic_t                   decision[NGX_HTTP_LLM_ROUTER_BUCKETS];
+    ngx_atomic_t                   decision_us;
+} ngx_http_llm_router_shm_t;
+
+
+extern ngx_msec_t  ngx_http_llm_router_latency_buckets[];   /* ms */
+extern ngx_msec_t  ngx_http_llm_router_decision_buckets[];  /* us */
 
 
 /* a location routes when the router is on, or when it explains */

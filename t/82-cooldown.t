@@ -105,7 +105,7 @@ sub outcome {
 
 sub wait_until { my ($at) = @_; my $d = $at - time; sleep $d if $d > 0 }
 
-plan tests => 26;
+plan tests => 27;
 
 # ------------------------------------------------------------ Retry-After
 
@@ -271,9 +271,15 @@ sub conf_check {
         $location);
 }
 
-my $min = 8 * POSIX::sysconf(POSIX::_SC_PAGESIZE());
+# the smallest zone holds the tables and a few pages for the slab pool
+my ($min) = conf_check('llm_router_zone llm 4k;', '') =~ /at least (\d+) expected/;
+$min //= 0;
 
-is_deeply [conf_check("llm_router_zone llm ${\ ($min / 1024)}k;", 'llm_router_cooldown 2s;'),
+is conf_check('llm_router_zone llm ' . ($min - 1) . ';', ''),
+   qq(invalid zone size "@{[$min - 1]}" in "llm_router_zone", at least $min expected in nginx.conf:N),
+   'config: a zone one byte smaller than the smallest';
+
+is_deeply [conf_check("llm_router_zone llm $min;", 'llm_router_cooldown 2s;'),
            conf_check('llm_router_zone llm 4k;', ''),
            conf_check('llm_router_zone llm abc;', ''),
            conf_check('llm_router_zone llm 1m; llm_router_zone other 1m;', ''),

@@ -1,0 +1,446 @@
+
+/*
+ * Copyright (C) the ngx_http_llm_router_module authors
+ *
+ * llm_router_status: the metrics of the shared zone in the Prometheus
+ * text format, or as JSON with ?format=json.  Labels come from the
+ * configuration (models, rules, reasons, statuses), never from requests.
+ */
+
+
+#include "ngx_http_llm_router_module.h"
+
+
+typedef struct {
+    ngx_uint_t                     kind;
+    const char                    *name;
+    const char                    *help;
+    const char                    *labels[3];
+} ngx_http_llm_router_metric_t;
+
+
+static u_char *ngx_http_llm_router_prometheus(u_char *p,
+    ngx_http_llm_router_shm_t *shm, ngx_http_request_t *r);
+static u_char *ngx_http_llm_router_json_status(u_char *p,
+    ngx_http_llm_router_shm_t *shm, ngx_http_request_t *r);
+static u_char *ngx_http_llm_router_histogram(u_char *p, const char *name,
+    ngx_http_llm_router_label_t *model, ngx_atomic_t *buckets,
+    ngx_msec_t *bounds, ngx_atomic_t sum, ngx_uint_t scale);
+static u_char *ngx_http_llm_router_prom_label(u_char *p,
+    ngx_http_llm_router_label_t *l);
+static u_char *ngx_http_llm_router_json_label(u_char *p,
+    ngx_http_llm_router_label_t *l);
+static ngx_msec_int_t ngx_http_llm_router_cooldown_left(
+    ngx_http_llm_router_shm_model_t *e);
+
+
+static ngx_http_llm_router_metric_t  ngx_http_llm_router_metrics[] = {
+    { NGX_HTTP_LLM_ROUTER_SERIES_RULE, "llm_router_requests_total",
+      "Requests routed, by model and rule.", { "model", "rule", NULL } },
+    { NGX_HTTP_LLM_ROUTER_SERIES_FALLBACK, "llm_router_fallbacks_total",
+      "Failed tries followed by another model.",
+      { "from", "to", "reason" } },
+    { NGX_HTTP_LLM_ROUTER_SERIES_ESCALATION, "llm_router_escalations_total",
+      "Answers escalated to a stronger model.", { "from", "to", "reason" } },
+    { NGX_HTTP_LLM_ROUTER_SERIES_ERROR, "llm_router_upstream_errors_total",
+      "Answers of tries with a status of 400 or more.",
+      { "model", "status", NULL } },
+    { 0, NULL, NULL, { NULL, NULL, NULL } }
+};
+
+
+/* a line of a series at most: three labels, their names, a number */
+
+#define NGX_HTTP_LLM_ROUTER_LINE                                              \
+    (64 + 3 * (16 + 2 * NGX_HTTP_LLM_ROUTER_LABEL_LEN) + NGX_ATOMIC_T_LEN)
+
+
+ngx_int_t
+ngx_http_llm_router_status_handler(ngx_http_request_t *r)
+{
+    size_t                            size;
+    ngx_int_t                         rc;
+    ngx_buf_t                        *b;
+    ngx_str_t                         format;
+    ngx_chain_t                       out;
+    ngx_uint_t                        json;
+    ngx_http_llm_router_shm_t        *shm;
+    ngx_http_llm_router_main_conf_t  *lmcf;
+
+    if (!(r->method & (NGX_HTTP_GET|NGX_HTTP_HEAD))) {
+        return NGX_HTTP_NOT_ALLOWED;
+    }
+
+    rc = ngx_http_discard_request_body(r);
+    if (rc != NGX_OK) {
+        return rc;
+    }
+
+    lmcf = ngx_http_get_module_main_conf(r, ngx_http_llm_router_module);
+    shm = lmcf->shm;
+
+    if (shm == NULL) {
+        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                      "llm_router_status needs \"llm_router_zone\"");
+        return NGX_HTTP_SERVICE_UNAVAILABLE;
+    }
+
+    json = ngx_http_arg(r, (u_char *) "format", 6, &format) == NGX_OK
+           && format.len == 4 && ngx_strncmp(format.data, "json", 4) == 0;
+
+    /* every model and series, each with its histograms */
+
+    size = (NGX_HTTP_LLM_ROUTER_ZONE_MODELS
+            * (8 + 4 * NGX_HTTP_LLM_ROUTER_BUCKETS)
+            + NGX_HTTP_LLM_ROUTER_ZONE_SERIES + 64)
+           * NGX_HTTP_LLM_ROUTER_LINE;
+
+    b = ngx_create_temp_buf(r->pool, size);
+    if (b == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    b->last = json ? ngx_http_llm_router_json_status(b->last, shm, r)
+                   : ngx_http_llm_router_prometheus(b->last, shm, r);
+    b->last_buf = (r == r->main);
+    b->last_in_chain = 1;
+
+    r->headers_out.status = NGX_HTTP_OK;
+    r->headers_out.content_length_n = b->last - b->pos;
+
+    if (json) {
+        ngx_str_set(&r->headers_out.content_type, "application/json");
+
+    } else {
+        ngx_str_set(&r->headers_out.content_type,
+                    "text/plain; version=0.0.4; charset=utf-8");
+    }
+
+    r->headers_out.content_type_len = r->headers_out.content_type.len;
+
+    rc = ngx_http_send_header(r);
+
+    if (rc == NGX_ERROR || rc > NGX_OK || r->header_only) {
+        return rc;
+    }
+
+    out.buf = b;
+    out.next = NULL;
+
+    return ngx_http_output_filter(r, &out);
+}
+
+
+static u_char *
+ngx_http_llm_router_prometheus(u_char *p, ngx_http_llm_router_shm_t *shm,
+    ngx_http_request_t *r)
+{
+    ngx_uint_t                         i, k;
+    ngx_http_llm_router_metric_t      *m;
+    ngx_http_llm_router_shm_model_t   *e;
+    ngx_http_llm_router_shm_series_t  *s;
+
+    for (m = ngx_http_llm_router_metrics; m->name; m++) {
+        p = ngx_sprintf(p, "# HELP %s %s\n# TYPE %s counter\n",
+                        m->name, m->help, m->name);
+
+        for (i = 0; i < NGX_HTTP_LLM_ROUTER_ZONE_SERIES; i++) {
+            s = &shm->series[i];
+
+            if (!s->ready || s->kind != m->kind) {
+                continue;
+            }
+
+            p = ngx_sprintf(p, "%s{", m->name);
+
+            for (k = 0; k < 3 && m->labels[k]; k++) {
+                p = ngx_sprintf(p, "%s%s=\"", k ? "," : "", m->labels[k]);
+                p = ngx_http_llm_router_prom_label(p, &s->label[k]);
+                *p++ = '"';
+            }
+
+            p = ngx_sprintf(p, "} %uA\n", s->value);
+        }
+    }
+
+#define ngx_http_llm_router_model_metric(name, help, type)                    \
+    p = ngx_sprintf(p, "# HELP " name " " help "\n# TYPE " name " " type      \
+                    "\n")
+
+    ngx_http_llm_router_model_metric("llm_router_prompt_tokens_total",
+                                     "Prompt tokens, by model.", "counter");
+
+    for (i = 0; i < NGX_HTTP_LLM_ROUTER_ZONE_MODELS; i++) {
+        e = &shm->models[i];
+
+        if (e->ready) {
+            p = ngx_sprintf(p, "llm_router_prompt_tokens_total{model=\"");
+            p = ngx_http_llm_router_prom_label(p, &e->name);
+            p = ngx_sprintf(p, "\"} %uA\n", e->prompt);
+        }
+    }
+
+    ngx_http_llm_router_model_metric("llm_router_completion_tokens_total",
+                                     "Completion tokens, by model.",
+                                     "counter");
+
+    for (i = 0; i < NGX_HTTP_LLM_ROUTER_ZONE_MODELS; i++) {
+        e = &shm->models[i];
+
+        if (e->ready) {
+            p = ngx_sprintf(p, "llm_router_completion_tokens_total{model=\"");
+            p = ngx_http_llm_router_prom_label(p, &e->name);
+            p = ngx_sprintf(p, "\"} %uA\n", e->completion);
+        }
+    }
+
+    ngx_http_llm_router_model_metric("llm_router_cost_usd_total",
+                                     "Cost in USD, by model.", "counter");
+
+    for (i = 0; i < NGX_HTTP_LLM_ROUTER_ZONE_MODELS; i++) {
+        e = &shm->models[i];
+
+        if (e->ready) {
+            p = ngx_sprintf(p, "llm_router_cost_usd_total{model=\"");
+            p = ngx_http_llm_router_prom_label(p, &e->name);
+            p = ngx_cpymem(p, "\"} ", 3);
+            p += llmr_usd_format(p, e->cost);
+            *p++ = '\n';
+        }
+    }
+
+    ngx_http_llm_router_model_metric("llm_router_cooldown_seconds",
+                                     "Seconds a model stays skipped after "
+                                     "a 429.", "gauge");
+
+    for (i = 0; i < NGX_HTTP_LLM_ROUTER_ZONE_MODELS; i++) {
+        e = &shm->models[i];
+
+        if (e->ready) {
+            p = ngx_sprintf(p, "llm_router_cooldown_seconds{model=\"");
+            p = ngx_http_llm_router_prom_label(p, &e->name);
+            p = ngx_sprintf(p, "\"} %.3f\n",
+                      (double) ngx_http_llm_router_cooldown_left(e) / 1000);
+        }
+    }
+
+    ngx_http_llm_router_model_metric("llm_router_latency_seconds",
+                                     "Time from the request to its log "
+                                     "record, by model.", "histogram");
+
+    for (i = 0; i < NGX_HTTP_LLM_ROUTER_ZONE_MODELS; i++) {
+        e = &shm->models[i];
+
+        if (e->ready) {
+            p = ngx_http_llm_router_histogram(p, "llm_router_latency_seconds",
+                                        &e->name, e->latency,
+                                        ngx_http_llm_router_latency_buckets,
+                                        e->latency_ms, 1000);
+        }
+    }
+
+    ngx_http_llm_router_model_metric("llm_router_ttfb_seconds",
+                                     "Time from the request to the header "
+                                     "of its answer, by model.",
+                                     "histogram");
+
+    for (i = 0; i < NGX_HTTP_LLM_ROUTER_ZONE_MODELS; i++) {
+        e = &shm->models[i];
+
+        if (e->ready) {
+            p = ngx_http_llm_router_histogram(p, "llm_router_ttfb_seconds",
+                                        &e->name, e->ttfb,
+                                        ngx_http_llm_router_latency_buckets,
+                                        e->ttfb_ms, 1000);
+        }
+    }
+
+    ngx_http_llm_router_model_metric("llm_router_decision_seconds",
+                                     "Time to parse the rest of the body "
+                                     "and decide.", "histogram");
+
+    p = ngx_http_llm_router_histogram(p, "llm_router_decision_seconds", NULL,
+                                      shm->decision,
+                                      ngx_http_llm_router_decision_buckets,
+                                      shm->decision_us, 1000000);
+
+#undef ngx_http_llm_router_model_metric
+
+    return p;
+}
+
+
+/* buckets kept apart, written cumulative, as Prometheus wants them */
+
+static u_char *
+ngx_http_llm_router_histogram(u_char *p, const char *name,
+    ngx_http_llm_router_label_t *model, ngx_atomic_t *buckets,
+    ngx_msec_t *bounds, ngx_atomic_t sum, ngx_uint_t scale)
+{
+    ngx_uint_t  i;
+    ngx_uint_t  count;
+
+    count = 0;
+
+    for (i = 0; i < NGX_HTTP_LLM_ROUTER_BUCKETS; i++) {
+        count += buckets[i];
+
+        p = ngx_sprintf(p, "%s_bucket{", name);
+
+        if (model) {
+            p = ngx_cpymem(p, "model=\"", 7);
+            p = ngx_http_llm_router_prom_label(p, model);
+            p = ngx_cpymem(p, "\",", 2);
+        }
+
+        if (i + 1 < NGX_HTTP_LLM_ROUTER_BUCKETS) {
+            p = ngx_sprintf(p, "le=\"%.6f\"} %ui\n",
+                            (double) bounds[i] / scale, count);
+
+        } else {
+            p = ngx_sprintf(p, "le=\"+Inf\"} %ui\n", count);
+        }
+    }
+
+    p = ngx_sprintf(p, "%s_sum", name);
+
+    if (model) {
+        p = ngx_cpymem(p, "{model=\"", 8);
+        p = ngx_http_llm_router_prom_label(p, model);
+        p = ngx_cpymem(p, "\"}", 2);
+    }
+
+    p = ngx_sprintf(p, " %.6f\n%s_count", (double) sum / scale, name);
+
+    if (model) {
+        p = ngx_cpymem(p, "{model=\"", 8);
+        p = ngx_http_llm_router_prom_label(p, model);
+        p = ngx_cpymem(p, "\"}", 2);
+    }
+
+    return ngx_sprintf(p, " %ui\n", count);
+}
+
+
+static u_char *
+ngx_http_llm_router_json_status(u_char *p, ngx_http_llm_router_shm_t *shm,
+    ngx_http_request_t *r)
+{
+    ngx_uint_t                         i, k, first, n;
+    ngx_http_llm_router_metric_t      *m;
+    ngx_http_llm_router_shm_model_t   *e;
+    ngx_http_llm_router_shm_series_t  *s;
+
+    p = ngx_cpymem(p, "{\"models\":{", sizeof("{\"models\":{") - 1);
+
+    first = 1;
+
+    for (i = 0; i < NGX_HTTP_LLM_ROUTER_ZONE_MODELS; i++) {
+        e = &shm->models[i];
+
+        if (!e->ready) {
+            continue;
+        }
+
+        if (!first) {
+            *p++ = ',';
+        }
+
+        first = 0;
+
+        for (n = 0, k = 0; k < NGX_HTTP_LLM_ROUTER_BUCKETS; k++) {
+            n += e->latency[k];
+        }
+
+        p = ngx_http_llm_router_json_label(p, &e->name);
+        p = ngx_sprintf(p, ":{\"requests\":%ui,\"prompt_tokens\":%uA,"
+                        "\"completion_tokens\":%uA,\"cost_usd\":",
+                        n, e->prompt, e->completion);
+        p += llmr_usd_format(p, e->cost);
+        p = ngx_sprintf(p, ",\"latency_ms_sum\":%uA,\"ttfb_ms_sum\":%uA,"
+                        "\"cooldown_ms\":%M}", e->latency_ms, e->ttfb_ms,
+                        ngx_http_llm_router_cooldown_left(e));
+    }
+
+    *p++ = '}';
+
+    for (m = ngx_http_llm_router_metrics; m->name; m++) {
+
+        /* "llm_router_requests_total" is "requests" in JSON */
+        p = ngx_sprintf(p, ",\"%*s\":[",
+                        ngx_strlen(m->name) - sizeof("llm_router_") + 1
+                        - sizeof("_total") + 1,
+                        m->name + sizeof("llm_router_") - 1);
+
+        first = 1;
+
+        for (i = 0; i < NGX_HTTP_LLM_ROUTER_ZONE_SERIES; i++) {
+            s = &shm->series[i];
+
+            if (!s->ready || s->kind != m->kind) {
+                continue;
+            }
+
+            p = ngx_cpymem(p, first ? "{" : ",{", first ? 1 : 2);
+            first = 0;
+
+            for (k = 0; k < 3 && m->labels[k]; k++) {
+                p = ngx_sprintf(p, "\"%s\":", m->labels[k]);
+                p = ngx_http_llm_router_json_label(p, &s->label[k]);
+                *p++ = ',';
+            }
+
+            p = ngx_sprintf(p, "\"value\":%uA}", s->value);
+        }
+
+        *p++ = ']';
+    }
+
+    return ngx_cpymem(p, "}\n", 2);
+}
+
+
+/* label values: backslash, quote and line feed escaped */
+
+static u_char *
+ngx_http_llm_router_prom_label(u_char *p, ngx_http_llm_router_label_t *l)
+{
+    ngx_uint_t  i;
+
+    for (i = 0; i < l->len; i++) {
+        if (l->data[i] == '\\' || l->data[i] == '"') {
+            *p++ = '\\';
+
+        } else if (l->data[i] == '\n') {
+            *p++ = '\\';
+            *p++ = 'n';
+            continue;
+        }
+
+        *p++ = l->data[i];
+    }
+
+    return p;
+}
+
+
+static u_char *
+ngx_http_llm_router_json_label(u_char *p, ngx_http_llm_router_label_t *l)
+{
+    *p++ = '"';
+    p = llmr_json_escape(p, l->data, l->len);
+    *p++ = '"';
+
+    return p;
+}
+
+
+static ngx_msec_int_t
+ngx_http_llm_router_cooldown_left(ngx_http_llm_router_shm_model_t *e)
+{
+    ngx_msec_int_t  left;
+
+    left = (ngx_msec_int_t) (e->until - ngx_current_msec);
+
+    return (e->until && left > 0) ? left : 0;
+}
