@@ -52,6 +52,101 @@ typedef struct {
 } ngx_http_llm_router_keywords_t;
 
 
+/*
+ * The shared zone: per model, its cooldown, counters and latency
+ * histograms; labelled series for requests by rule, fallbacks,
+ * escalations and upstream errors.  Everything is found by hash and
+ * counted with atomics, so that workers never lock to count.
+ */
+
+#define NGX_HTTP_LLM_ROUTER_ZONE_MODELS   128
+#define NGX_HTTP_LLM_ROUTER_ZONE_SERIES   512
+#define NGX_HTTP_LLM_ROUTER_LABEL_LEN     47
+#define NGX_HTTP_LLM_ROUTER_BUCKETS       12     /* the last is +Inf */
+
+enum {
+    NGX_HTTP_LLM_ROUTER_SERIES_RULE = 1,         /* model, rule */
+    NGX_HTTP_LLM_ROUTER_SERIES_FALLBACK,         /* from, to, reason */
+    NGX_HTTP_LLM_ROUTER_SERIES_ESCALATION,       /* from, to, reason */
+    NGX_HTTP_LLM_ROUTER_SERIES_ERROR             /* model, status */
+};
+
+
+typedef struct {
+    u_char                         len;
+    u_char                         data[NGX_HTTP_LLM_ROUTER_LABEL_LEN];
+} ngx_http_llm_router_label_t;
+
+
+/* a rate over a sliding window: slots of a sixteenth of it */
+
+#define NGX_HTTP_LLM_ROUTER_SLOTS         16
+
+typedef struct {
+    ngx_atomic_t                   id;            /* time / slot width */
+    ngx_atomic_t                   total;
+    ngx_atomic_t                   hits;
+} ngx_http_llm_router_slot_t;
+
+typedef struct {
+    ngx_http_llm_router_slot_t     slot[NGX_HTTP_LLM_ROUTER_SLOTS];
+    ngx_atomic_t                   firing;
+} ngx_http_llm_router_rate_t;
+
+enum {
+    NGX_HTTP_LLM_ROUTER_ESCALATION_RATE = 0,
+    NGX_HTTP_LLM_ROUTER_FALLBACK_RATE,
+    NGX_HTTP_LLM_ROUTER_ERROR_RATE,               /* by model */
+    NGX_HTTP_LLM_ROUTER_RATES
+};
+
+typedef struct {
+    ngx_uint_t                     threshold;     /* per mille */
+    ngx_msec_t                     window;
+    ngx_uint_t                     min;           /* requests to judge */
+    ngx_uint_t                     set;
+} ngx_http_llm_router_alert_t;
+
+
+typedef struct {
+    ngx_atomic_t                   hash;          /* of the name, 0: free */
+    ngx_atomic_t                   ready;         /* the name is there */
+    ngx_http_llm_router_label_t    name;
+    ngx_http_llm_router_rate_t     errors;
+    ngx_atomic_t                   until;         /* cooldown */
+    ngx_atomic_t                   prompt;
+    ngx_atomic_t                   completion;
+    ngx_atomic_t                   cost;          /* pico-USD */
+    ngx_atomic_t                   latency[NGX_HTTP_LLM_ROUTER_BUCKETS];
+    ngx_atomic_t                   latency_ms;
+    ngx_atomic_t                   ttfb[NGX_HTTP_LLM_ROUTER_BUCKETS];
+    ngx_atomic_t                   ttfb_ms;
+} ngx_http_llm_router_shm_model_t;
+
+
+typedef struct {
+    ngx_atomic_t                   hash;          /* 0: free */
+    ngx_atomic_t                   ready;
+    ngx_atomic_t                   kind;
+    ngx_http_llm_router_label_t    label[3];
+    ngx_atomic_t                   value;
+} ngx_http_llm_router_shm_series_t;
+
+
+typedef struct {
+    ngx_http_llm_router_shm_model_t   models[NGX_HTTP_LLM_ROUTER_ZONE_MODELS];
+    ngx_http_llm_router_shm_series_t  series[NGX_HTTP_LLM_ROUTER_ZONE_SERIES];
+    ngx_atomic_t                   decision[NGX_HTTP_LLM_ROUTER_BUCKETS];
+    ngx_atomic_t                   decision_us;
+    ngx_http_llm_router_rate_t     escalations;
+    ngx_http_llm_router_rate_t     fallbacks;
+} ngx_http_llm_router_shm_t;
+
+
+extern ngx_msec_t  ngx_http_llm_router_latency_buckets[];   /* ms */
+extern ngx_msec_t  ngx_http_llm_router_decision_buckets[];  /* us */
+
+
 typedef struct {
     ngx_str_t                      path;
     llmr_classifier_t              classifier;
@@ -69,6 +164,7 @@ typedef struct {
 
     ngx_shm_zone_t                *zone;
     void                          *shm;
+    ngx_http_llm_router_alert_t    alerts[NGX_HTTP_LLM_ROUTER_RATES];
 } ngx_http_llm_router_main_conf_t;
 
 
@@ -228,6 +324,12 @@ void ngx_http_llm_router_account(ngx_http_request_t *r,
     ngx_http_llm_router_ctx_t *ctx, ngx_http_llm_router_account_t *a);
 char *ngx_http_llm_router_zone(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
+char *ngx_http_llm_router_alert(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+ngx_uint_t ngx_http_llm_router_rate(ngx_http_llm_router_rate_t *rate,
+    ngx_msec_t window, ngx_uint_t *total);
+
+extern ngx_str_t  ngx_http_llm_router_rate_names[];
 ngx_uint_t ngx_http_llm_router_cooling(ngx_http_request_t *r,
     ngx_http_llm_router_model_t *m);
 void ngx_http_llm_router_cool(ngx_http_request_t *r,
@@ -238,68 +340,6 @@ ngx_int_t ngx_http_llm_router_hold(ngx_http_request_t *sr,
     ngx_http_llm_router_ctx_t *ctx, ngx_chain_t *in);
 size_t ngx_http_llm_router_json_size(ngx_str_t *s);
 u_char *ngx_http_llm_router_json(u_char *p, ngx_str_t *s);
-
-
-/*
- * The shared zone: per model, its cooldown, counters and latency
- * histograms; labelled series for requests by rule, fallbacks,
- * escalations and upstream errors.  Everything is found by hash and
- * counted with atomics, so that workers never lock to count.
- */
-
-#define NGX_HTTP_LLM_ROUTER_ZONE_MODELS   128
-#define NGX_HTTP_LLM_ROUTER_ZONE_SERIES   512
-#define NGX_HTTP_LLM_ROUTER_LABEL_LEN     47
-#define NGX_HTTP_LLM_ROUTER_BUCKETS       12     /* the last is +Inf */
-
-enum {
-    NGX_HTTP_LLM_ROUTER_SERIES_RULE = 1,         /* model, rule */
-    NGX_HTTP_LLM_ROUTER_SERIES_FALLBACK,         /* from, to, reason */
-    NGX_HTTP_LLM_ROUTER_SERIES_ESCALATION,       /* from, to, reason */
-    NGX_HTTP_LLM_ROUTER_SERIES_ERROR             /* model, status */
-};
-
-
-typedef struct {
-    u_char                         len;
-    u_char                         data[NGX_HTTP_LLM_ROUTER_LABEL_LEN];
-} ngx_http_llm_router_label_t;
-
-
-typedef struct {
-    ngx_atomic_t                   hash;          /* of the name, 0: free */
-    ngx_atomic_t                   ready;         /* the name is there */
-    ngx_http_llm_router_label_t    name;
-    ngx_atomic_t                   until;         /* cooldown */
-    ngx_atomic_t                   prompt;
-    ngx_atomic_t                   completion;
-    ngx_atomic_t                   cost;          /* pico-USD */
-    ngx_atomic_t                   latency[NGX_HTTP_LLM_ROUTER_BUCKETS];
-    ngx_atomic_t                   latency_ms;
-    ngx_atomic_t                   ttfb[NGX_HTTP_LLM_ROUTER_BUCKETS];
-    ngx_atomic_t                   ttfb_ms;
-} ngx_http_llm_router_shm_model_t;
-
-
-typedef struct {
-    ngx_atomic_t                   hash;          /* 0: free */
-    ngx_atomic_t                   ready;
-    ngx_atomic_t                   kind;
-    ngx_http_llm_router_label_t    label[3];
-    ngx_atomic_t                   value;
-} ngx_http_llm_router_shm_series_t;
-
-
-typedef struct {
-    ngx_http_llm_router_shm_model_t   models[NGX_HTTP_LLM_ROUTER_ZONE_MODELS];
-    ngx_http_llm_router_shm_series_t  series[NGX_HTTP_LLM_ROUTER_ZONE_SERIES];
-    ngx_atomic_t                   decision[NGX_HTTP_LLM_ROUTER_BUCKETS];
-    ngx_atomic_t                   decision_us;
-} ngx_http_llm_router_shm_t;
-
-
-extern ngx_msec_t  ngx_http_llm_router_latency_buckets[];   /* ms */
-extern ngx_msec_t  ngx_http_llm_router_decision_buckets[];  /* us */
 
 
 /* a location routes when the router is on, or when it explains */

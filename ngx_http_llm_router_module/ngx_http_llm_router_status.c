@@ -23,6 +23,8 @@ static u_char *ngx_http_llm_router_prometheus(u_char *p,
     ngx_http_llm_router_shm_t *shm, ngx_http_request_t *r);
 static u_char *ngx_http_llm_router_json_status(u_char *p,
     ngx_http_llm_router_shm_t *shm, ngx_http_request_t *r);
+static u_char *ngx_http_llm_router_rates(u_char *p,
+    ngx_http_llm_router_shm_t *shm, ngx_http_request_t *r);
 static u_char *ngx_http_llm_router_histogram(u_char *p, const char *name,
     ngx_http_llm_router_label_t *model, ngx_atomic_t *buckets,
     ngx_msec_t *bounds, ngx_atomic_t sum, ngx_uint_t scale);
@@ -224,6 +226,8 @@ ngx_http_llm_router_prometheus(u_char *p, ngx_http_llm_router_shm_t *shm,
         }
     }
 
+    p = ngx_http_llm_router_rates(p, shm, r);
+
     ngx_http_llm_router_model_metric("llm_router_latency_seconds",
                                      "Time from the request to its log "
                                      "record, by model.", "histogram");
@@ -265,6 +269,81 @@ ngx_http_llm_router_prometheus(u_char *p, ngx_http_llm_router_shm_t *shm,
                                       shm->decision_us, 1000000);
 
 #undef ngx_http_llm_router_model_metric
+
+    return p;
+}
+
+
+/*
+ * The rates the alerts watch, over their windows (five minutes without
+ * an alert), and whether each alert is firing.
+ */
+
+static u_char *
+ngx_http_llm_router_rates(u_char *p, ngx_http_llm_router_shm_t *shm,
+    ngx_http_request_t *r)
+{
+    ngx_uint_t                        i, total, v;
+    ngx_msec_t                        window[NGX_HTTP_LLM_ROUTER_RATES];
+    ngx_http_llm_router_rate_t       *rate;
+    ngx_http_llm_router_shm_model_t  *e;
+    ngx_http_llm_router_main_conf_t  *lmcf;
+
+    lmcf = ngx_http_get_module_main_conf(r, ngx_http_llm_router_module);
+
+    for (i = 0; i < NGX_HTTP_LLM_ROUTER_RATES; i++) {
+        window[i] = lmcf->alerts[i].set ? lmcf->alerts[i].window : 300000;
+    }
+
+    p = ngx_sprintf(p, "# HELP llm_router_rate Share of requests over the "
+                    "window of its alert: escalated, failed over, or, by "
+                    "model, failed.\n# TYPE llm_router_rate gauge\n");
+
+    for (i = 0; i < 2; i++) {
+        rate = i ? &shm->fallbacks : &shm->escalations;
+        v = ngx_http_llm_router_rate(rate, window[i], &total);
+        p = ngx_sprintf(p, "llm_router_rate{rate=\"%V\"} %ui.%03ui\n",
+                        &ngx_http_llm_router_rate_names[i], v / 1000,
+                        v % 1000);
+    }
+
+    for (i = 0; i < NGX_HTTP_LLM_ROUTER_ZONE_MODELS; i++) {
+        e = &shm->models[i];
+
+        if (e->ready) {
+            v = ngx_http_llm_router_rate(&e->errors,
+                             window[NGX_HTTP_LLM_ROUTER_ERROR_RATE], &total);
+            p = ngx_sprintf(p, "llm_router_rate{rate=\"error_rate\","
+                            "model=\"");
+            p = ngx_http_llm_router_prom_label(p, &e->name);
+            p = ngx_sprintf(p, "\"} %ui.%03ui\n", v / 1000, v % 1000);
+        }
+    }
+
+    p = ngx_sprintf(p, "# HELP llm_router_alert_firing 1 while an alert's "
+                    "rate is above its threshold.\n"
+                    "# TYPE llm_router_alert_firing gauge\n");
+
+    for (i = 0; i < 2; i++) {
+        if (lmcf->alerts[i].set) {
+            rate = i ? &shm->fallbacks : &shm->escalations;
+            p = ngx_sprintf(p, "llm_router_alert_firing{alert=\"%V\"} %uA\n",
+                            &ngx_http_llm_router_rate_names[i], rate->firing);
+        }
+    }
+
+    for (i = 0; lmcf->alerts[NGX_HTTP_LLM_ROUTER_ERROR_RATE].set
+                && i < NGX_HTTP_LLM_ROUTER_ZONE_MODELS; i++)
+    {
+        e = &shm->models[i];
+
+        if (e->ready) {
+            p = ngx_sprintf(p, "llm_router_alert_firing{alert=\"error_rate\","
+                            "model=\"");
+            p = ngx_http_llm_router_prom_label(p, &e->name);
+            p = ngx_sprintf(p, "\"} %uA\n", e->errors.firing);
+        }
+    }
 
     return p;
 }

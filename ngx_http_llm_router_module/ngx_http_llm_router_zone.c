@@ -22,6 +22,16 @@ static void ngx_http_llm_router_series(ngx_http_llm_router_shm_t *shm,
     ngx_uint_t kind, ngx_str_t *a, ngx_str_t *b, ngx_str_t *c);
 static void ngx_http_llm_router_observe(ngx_atomic_t *buckets,
     ngx_msec_t *bounds, ngx_msec_t value);
+static void ngx_http_llm_router_rate_add(ngx_http_request_t *r,
+    ngx_http_llm_router_rate_t *rate, ngx_uint_t which, ngx_str_t *model,
+    ngx_uint_t hit);
+
+
+ngx_str_t  ngx_http_llm_router_rate_names[] = {
+    ngx_string("escalation_rate"),
+    ngx_string("fallback_rate"),
+    ngx_string("error_rate")
+};
 
 
 /* upper bounds, in milliseconds; the last bucket is +Inf */
@@ -77,6 +87,112 @@ ngx_http_llm_router_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
     lmcf->zone->init = ngx_http_llm_router_init_zone;
     lmcf->zone->data = lmcf;
+
+    return NGX_CONF_OK;
+}
+
+
+/* llm_router_alert escalation_rate>20% [window=5m] [min=20]; */
+
+char *
+ngx_http_llm_router_alert(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_llm_router_main_conf_t *lmcf = conf;
+
+    u_char                       *p, *last;
+    ngx_int_t                     n;
+    ngx_str_t                    *value, s;
+    ngx_uint_t                    i, which;
+    ngx_http_llm_router_alert_t  *al;
+
+    value = cf->args->elts;
+
+    p = (u_char *) ngx_strlchr(value[1].data, value[1].data + value[1].len,
+                               '>');
+    last = value[1].data + value[1].len;
+
+    for (which = 0; which < NGX_HTTP_LLM_ROUTER_RATES; which++) {
+        if (p && (size_t) (p - value[1].data)
+                 == ngx_http_llm_router_rate_names[which].len
+            && ngx_strncmp(value[1].data,
+                           ngx_http_llm_router_rate_names[which].data,
+                           p - value[1].data)
+               == 0)
+        {
+            break;
+        }
+    }
+
+    if (which == NGX_HTTP_LLM_ROUTER_RATES || last - p < 3
+        || last[-1] != '%')
+    {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid alert \"%V\": escalation_rate>N%%, "
+                           "fallback_rate>N%% or error_rate>N%% expected",
+                           &value[1]);
+        return NGX_CONF_ERROR;
+    }
+
+    al = &lmcf->alerts[which];
+
+    if (al->set) {
+        return "is duplicate";
+    }
+
+    /* a percentage with at most one decimal: per mille */
+
+    n = ngx_atofp(p + 1, last - 1 - (p + 1), 1);
+
+    if (n == NGX_ERROR || n > 1000) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid percentage in alert \"%V\"", &value[1]);
+        return NGX_CONF_ERROR;
+    }
+
+    al->threshold = n;
+    al->window = 300000;
+    al->min = 20;
+    al->set = 1;
+
+    for (i = 2; i < cf->args->nelts; i++) {
+
+        if (ngx_strncmp(value[i].data, "window=", 7) == 0) {
+            s.data = value[i].data + 7;
+            s.len = value[i].len - 7;
+
+            al->window = ngx_parse_time(&s, 0);
+
+            if (al->window == (ngx_msec_t) NGX_ERROR
+                || al->window < NGX_HTTP_LLM_ROUTER_SLOTS)
+            {
+                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                                   "invalid window \"%V\" in "
+                                   "\"llm_router_alert\"", &value[i]);
+                return NGX_CONF_ERROR;
+            }
+
+            continue;
+        }
+
+        if (ngx_strncmp(value[i].data, "min=", 4) == 0) {
+            n = ngx_atoi(value[i].data + 4, value[i].len - 4);
+
+            if (n == NGX_ERROR || n == 0) {
+                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                                   "invalid min \"%V\" in "
+                                   "\"llm_router_alert\"", &value[i]);
+                return NGX_CONF_ERROR;
+            }
+
+            al->min = n;
+            continue;
+        }
+
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid parameter \"%V\" in "
+                           "\"llm_router_alert\"", &value[i]);
+        return NGX_CONF_ERROR;
+    }
 
     return NGX_CONF_OK;
 }
@@ -227,6 +343,109 @@ ngx_http_llm_router_observe(ngx_atomic_t *buckets, ngx_msec_t *bounds,
 
 
 /*
+ * A rate over the alert's window (five minutes without an alert): the
+ * current slot is taken over by the first worker that sees it is old;
+ * a count lost in that race does not matter to a rate.
+ */
+
+static void
+ngx_http_llm_router_rate_add(ngx_http_request_t *r,
+    ngx_http_llm_router_rate_t *rate, ngx_uint_t which, ngx_str_t *model,
+    ngx_uint_t hit)
+{
+    u_char                            name[NGX_HTTP_LLM_ROUTER_LABEL_LEN
+                                           + 32];
+    ngx_str_t                         what;
+    ngx_uint_t                        v, total, id, old;
+    ngx_msec_t                        window;
+    ngx_http_llm_router_slot_t       *s;
+    ngx_http_llm_router_alert_t      *al;
+    ngx_http_llm_router_main_conf_t  *lmcf;
+
+    lmcf = ngx_http_get_module_main_conf(r, ngx_http_llm_router_module);
+    al = &lmcf->alerts[which];
+
+    window = al->set ? al->window : 300000;
+    id = ngx_current_msec / (window / NGX_HTTP_LLM_ROUTER_SLOTS) + 1;
+
+    s = &rate->slot[id % NGX_HTTP_LLM_ROUTER_SLOTS];
+    old = s->id;
+
+    if (old != id && ngx_atomic_cmp_set(&s->id, old, id)) {
+        s->total = 0;
+        s->hits = 0;
+    }
+
+    (void) ngx_atomic_fetch_add(&s->total, 1);
+    (void) ngx_atomic_fetch_add(&s->hits, hit ? 1 : 0);
+
+    if (!al->set) {
+        return;
+    }
+
+    /* one line when the rate crosses the threshold, one when it is back */
+
+    v = ngx_http_llm_router_rate(rate, window, &total);
+
+    if (total < al->min) {
+        return;
+    }
+
+    what = ngx_http_llm_router_rate_names[which];
+
+    if (model) {
+        what.data = name;
+        what.len = ngx_snprintf(name, sizeof(name), "%V of model \"%V\"",
+                                &ngx_http_llm_router_rate_names[which], model)
+                   - name;
+    }
+
+    if (v > al->threshold && ngx_atomic_cmp_set(&rate->firing, 0, 1)) {
+        ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
+                      "llm_router alert: %V is %ui.%ui%% over the last "
+                      "%M ms (%ui requests), above %ui.%ui%%", &what,
+                      v / 10, v % 10, window, total,
+                      al->threshold / 10, al->threshold % 10);
+
+    } else if (v <= al->threshold && ngx_atomic_cmp_set(&rate->firing, 1, 0))
+    {
+        ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
+                      "llm_router alert cleared: %V is %ui.%ui%% over the "
+                      "last %M ms (%ui requests)", &what, v / 10, v % 10,
+                      window, total);
+    }
+}
+
+
+/* per mille of the slots inside the window, and how many they count */
+
+ngx_uint_t
+ngx_http_llm_router_rate(ngx_http_llm_router_rate_t *rate, ngx_msec_t window,
+    ngx_uint_t *total)
+{
+    ngx_uint_t                   i, id, hits, n;
+    ngx_http_llm_router_slot_t  *s;
+
+    id = ngx_current_msec / (window / NGX_HTTP_LLM_ROUTER_SLOTS) + 1;
+    hits = 0;
+    n = 0;
+
+    for (i = 0; i < NGX_HTTP_LLM_ROUTER_SLOTS; i++) {
+        s = &rate->slot[i];
+
+        if (s->id + NGX_HTTP_LLM_ROUTER_SLOTS > id && s->id <= id) {
+            n += s->total;
+            hits += s->hits;
+        }
+    }
+
+    *total = n;
+
+    return n ? hits * 1000 / n : 0;
+}
+
+
+/*
  * The log phase: the request, its tries and the answer counted, with
  * atomics only.
  */
@@ -237,7 +456,8 @@ ngx_http_llm_router_count(ngx_http_request_t *r)
     u_char                            buf[NGX_INT_T_LEN];
     ngx_str_t                         none, status;
     ngx_msec_t                        ms;
-    ngx_uint_t                        i;
+    ngx_uint_t                        i, code, fallback;
+    ngx_http_llm_router_model_t      *m;
     ngx_time_t                       *tp;
     ngx_http_llm_router_ctx_t        *ctx;
     ngx_http_llm_router_shm_t        *shm;
@@ -336,6 +556,35 @@ ngx_http_llm_router_count(ngx_http_request_t *r)
 
         ngx_http_llm_router_series(shm, NGX_HTTP_LLM_ROUTER_SERIES_ERROR,
                                    &ctx->model->name, &status, NULL);
+    }
+
+    /* the rates the alerts watch */
+
+    fallback = 0;
+
+    for (i = 0; i + 1 < ctx->nattempts; i++) {
+        fallback |= at[i].failed;
+    }
+
+    ngx_http_llm_router_rate_add(r, &shm->escalations,
+                                 NGX_HTTP_LLM_ROUTER_ESCALATION_RATE, NULL,
+                                 ctx->escalated);
+    ngx_http_llm_router_rate_add(r, &shm->fallbacks,
+                                 NGX_HTTP_LLM_ROUTER_FALLBACK_RATE, NULL,
+                                 fallback);
+
+    for (i = 0; i < ngx_max(ctx->nattempts, 1); i++) {
+        m = ctx->nattempts ? at[i].model : ctx->model;
+        code = ctx->nattempts ? at[i].status : r->headers_out.status;
+
+        e = ngx_http_llm_router_shm_model(lmcf, m);
+
+        if (e && code) {
+            ngx_http_llm_router_rate_add(r, &e->errors,
+                                     NGX_HTTP_LLM_ROUTER_ERROR_RATE, &m->name,
+                                     code >= NGX_HTTP_INTERNAL_SERVER_ERROR
+                                     || code == NGX_HTTP_TOO_MANY_REQUESTS);
+        }
     }
 
     return NGX_OK;
