@@ -312,8 +312,16 @@ ngx_http_llm_router_decided(ngx_http_request_t *r,
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
+    /* budgets reserve the worst case, and may downgrade or reject */
+
+    rc = ngx_http_llm_router_reserve(r, ctx);
+    if (rc != NGX_OK) {
+        return rc;
+    }
+
     rc = ngx_http_llm_router_prepare(r, ctx);
     if (rc != NGX_OK) {
+        ngx_http_llm_router_settle(r, ctx, 0);
         return rc;
     }
 

@@ -153,6 +153,7 @@ ngx_http_llm_router_json_error(ngx_http_request_t *r,
     size_t                         len;
     ngx_str_t                      type;
     ngx_buf_t                     *b;
+    ngx_table_elt_t               *h;
     ngx_http_llm_router_status_t  *s;
 
     if (ctx->error.len == 0) {
@@ -193,6 +194,26 @@ ngx_http_llm_router_json_error(ngx_http_request_t *r,
 
     ctx->error_buf = b;
     ctx->json_error = 1;
+
+    if (ctx->retry_after) {
+        h = ngx_list_push(&r->headers_out.headers);
+        if (h == NULL) {
+            return NGX_ERROR;
+        }
+
+        h->hash = 1;
+#if (nginx_version >= 1023000)
+        h->next = NULL;
+#endif
+        ngx_str_set(&h->key, "Retry-After");
+        h->value.data = ngx_pnalloc(r->pool, NGX_TIME_T_LEN);
+        if (h->value.data == NULL) {
+            return NGX_ERROR;
+        }
+
+        h->value.len = ngx_sprintf(h->value.data, "%T", ctx->retry_after)
+                       - h->value.data;
+    }
 
     ngx_str_set(&r->headers_out.content_type, "application/json");
     r->headers_out.content_type_len = sizeof("application/json") - 1;

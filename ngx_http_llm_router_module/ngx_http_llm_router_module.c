@@ -57,8 +57,9 @@ static char *ngx_http_llm_router_explain(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static char *ngx_http_llm_router_status(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
-static ngx_int_t ngx_http_llm_router_find(ngx_array_t *a, ngx_str_t *name);
 static ngx_int_t ngx_http_llm_router_resolve(ngx_conf_t *cf,
+    ngx_http_llm_router_loc_conf_t *conf);
+static ngx_int_t ngx_http_llm_router_resolve_budgets(ngx_conf_t *cf,
     ngx_http_llm_router_loc_conf_t *conf);
 
 static ngx_int_t ngx_http_llm_router_preconfiguration(ngx_conf_t *cf);
@@ -143,6 +144,13 @@ static ngx_command_t  ngx_http_llm_router_commands[] = {
       NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE23,
       ngx_http_llm_router_alert,
       NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("llm_router_budget"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_1MORE,
+      ngx_http_llm_router_budget,
+      NGX_HTTP_LOC_CONF_OFFSET,
       0,
       NULL },
 
@@ -868,7 +876,8 @@ ngx_http_llm_router_rule(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     /* the names the log gives to pinned and default decisions */
 
     if (ngx_strcmp(value[1].data, "client") == 0
-        || ngx_strcmp(value[1].data, "default") == 0)
+        || ngx_strcmp(value[1].data, "default") == 0
+        || ngx_strcmp(value[1].data, "budget") == 0)
     {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                            "rule name \"%V\" is reserved in "
@@ -1259,9 +1268,9 @@ ngx_http_llm_router_status(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 }
 
 
-/* models and keyword lists alike start with their name */
+/* models, keyword lists and budgets alike start with their name */
 
-static ngx_int_t
+ngx_int_t
 ngx_http_llm_router_find(ngx_array_t *a, ngx_str_t *name)
 {
     u_char      *elt;
@@ -1397,6 +1406,9 @@ ngx_http_llm_router_create_main_conf(ngx_conf_t *cf)
            != NGX_OK
         || ngx_array_init(&lmcf->classifiers, cf->pool, 2,
                           sizeof(ngx_http_llm_router_classifier_t))
+           != NGX_OK
+        || ngx_array_init(&lmcf->budgets, cf->pool, 2,
+                          sizeof(ngx_http_llm_router_budget_t))
            != NGX_OK)
     {
         return NULL;
@@ -1416,9 +1428,11 @@ ngx_http_llm_router_init_main_conf(ngx_conf_t *cf, void *conf)
 {
     ngx_http_llm_router_main_conf_t *lmcf = conf;
 
+    ngx_int_t                        m;
     ngx_str_t                       *text;
     ngx_uint_t                       i, k, n;
     llmr_model_t                    *cm;
+    ngx_http_llm_router_budget_t    *budget;
     llmr_phrase_t                   *phrases;
     ngx_http_llm_router_model_t     *model;
     ngx_http_llm_router_keywords_t  *list;
@@ -1441,6 +1455,26 @@ ngx_http_llm_router_init_main_conf(ngx_conf_t *cf, void *conf)
     }
 
     lmcf->core_models = cm;
+
+    budget = lmcf->budgets.elts;
+
+    for (i = 0; i < lmcf->budgets.nelts; i++) {
+        if (budget[i].downgrade_name.len == 0) {
+            continue;
+        }
+
+        m = ngx_http_llm_router_find(&lmcf->models,
+                                     &budget[i].downgrade_name);
+        if (m == NGX_ERROR) {
+            ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
+                          "unknown model \"%V\" in \"action=downgrade\" of "
+                          "llm_router_budget \"%V\"",
+                          &budget[i].downgrade_name, &budget[i].name);
+            return NGX_CONF_ERROR;
+        }
+
+        budget[i].downgrade = &model[m];
+    }
 
     for (i = 0; i < lmcf->models.nelts; i++) {
         if (ngx_http_llm_router_resolve_chain(cf, lmcf, &model[i],
@@ -1518,6 +1552,7 @@ ngx_http_llm_router_create_loc_conf(ngx_conf_t *cf)
     llcf->explain = NGX_CONF_UNSET;
     llcf->classifier = NGX_CONF_UNSET_PTR;
     llcf->fallback_status = NGX_CONF_UNSET_PTR;
+    llcf->budget_names = NGX_CONF_UNSET_PTR;
     llcf->cooldown = NGX_CONF_UNSET_MSEC;
     llcf->escalate = NGX_CONF_UNSET;
     llcf->escalate_json = NGX_CONF_UNSET;
@@ -1560,6 +1595,14 @@ ngx_http_llm_router_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     ngx_conf_merge_value(conf->pin, prev->pin, 1);
     ngx_conf_merge_ptr_value(conf->fallback_status, prev->fallback_status,
                              &ngx_http_llm_router_default_fallback);
+
+    if (conf->budget_names == NGX_CONF_UNSET_PTR) {
+        conf->budget_names = prev->budget_names;
+        conf->budgets = prev->budgets;
+
+    } else if (ngx_http_llm_router_resolve_budgets(cf, conf) != NGX_OK) {
+        return NGX_CONF_ERROR;
+    }
     ngx_conf_merge_msec_value(conf->cooldown, prev->cooldown, 10000);
     ngx_conf_merge_value(conf->escalate, prev->escalate, 0);
     ngx_conf_merge_value(conf->escalate_json, prev->escalate_json, 0);
@@ -1623,6 +1666,56 @@ ngx_http_llm_router_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     }
 
     return NGX_CONF_OK;
+}
+
+
+/* the budgets a level applies, by name, once all are defined */
+
+static ngx_int_t
+ngx_http_llm_router_resolve_budgets(ngx_conf_t *cf,
+    ngx_http_llm_router_loc_conf_t *conf)
+{
+    ngx_int_t                         b;
+    ngx_str_t                        *name;
+    ngx_uint_t                        i;
+    ngx_http_llm_router_budget_t    **p;
+    ngx_http_llm_router_main_conf_t  *lmcf;
+
+    lmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_llm_router_module);
+
+    if (lmcf->zone == NULL) {
+        ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
+                      "\"llm_router_budget\" needs \"llm_router_zone\"");
+        return NGX_ERROR;
+    }
+
+    conf->budgets = ngx_array_create(cf->pool, conf->budget_names->nelts,
+                                     sizeof(ngx_http_llm_router_budget_t *));
+    if (conf->budgets == NULL) {
+        return NGX_ERROR;
+    }
+
+    name = conf->budget_names->elts;
+
+    for (i = 0; i < conf->budget_names->nelts; i++) {
+        b = ngx_http_llm_router_find(&lmcf->budgets, &name[i]);
+
+        if (b == NGX_ERROR) {
+            ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
+                          "unknown budget \"%V\" in \"llm_router_budget\"",
+                          &name[i]);
+            return NGX_ERROR;
+        }
+
+        p = ngx_array_push(conf->budgets);
+        if (p == NULL) {
+            return NGX_ERROR;
+        }
+
+        *p = (ngx_http_llm_router_budget_t *) lmcf->budgets.elts + b;
+    }
+
+    return NGX_OK;
 }
 
 

@@ -124,6 +124,29 @@ typedef struct {
 } ngx_http_llm_router_shm_model_t;
 
 
+/* a spend limit per key */
+
+typedef struct {
+    ngx_str_t                      name;          /* first, for lookups */
+    ngx_uint_t                     hash;
+    ngx_http_complex_value_t      *key;
+    uint64_t                       limit;         /* pico-USD */
+    time_t                         period;        /* seconds */
+    ngx_str_t                      downgrade_name;
+    struct ngx_http_llm_router_model_s  *downgrade;
+    ngx_int_t                      max_tokens;    /* without max_tokens */
+    unsigned                       action_set:1;
+} ngx_http_llm_router_budget_t;
+
+#define NGX_HTTP_LLM_ROUTER_BUDGETS_MAX   4
+
+typedef struct {
+    void                          *spend;         /* in the zone */
+    ngx_uint_t                     period;
+    uint64_t                       reserved;
+} ngx_http_llm_router_reservation_t;
+
+
 typedef struct {
     ngx_atomic_t                   hash;          /* 0: free */
     ngx_atomic_t                   ready;
@@ -140,6 +163,8 @@ typedef struct {
     ngx_atomic_t                   decision_us;
     ngx_http_llm_router_rate_t     escalations;
     ngx_http_llm_router_rate_t     fallbacks;
+    ngx_rbtree_t                   spends;        /* of budgets, by key */
+    ngx_rbtree_node_t              sentinel;
 } ngx_http_llm_router_shm_t;
 
 
@@ -164,6 +189,7 @@ typedef struct {
 
     ngx_shm_zone_t                *zone;
     void                          *shm;
+    ngx_array_t                    budgets; /* ngx_http_llm_router_budget_t */
     ngx_http_llm_router_alert_t    alerts[NGX_HTTP_LLM_ROUTER_RATES];
 } ngx_http_llm_router_main_conf_t;
 
@@ -200,6 +226,8 @@ typedef struct {
     ngx_http_llm_router_model_t   *default_model;
 
     ngx_array_t                   *fallback_status;      /* ngx_uint_t */
+    ngx_array_t                   *budget_names;         /* ngx_str_t */
+    ngx_array_t                   *budgets;  /* ngx_http_llm_router_budget_t * */
     ngx_msec_t                     cooldown;
 
     ngx_flag_t                     escalate;
@@ -275,6 +303,11 @@ typedef struct {
     ngx_msec_t                     ttfb;          /* the answer's header */
     ngx_uint_t                     decision_us;
 
+    ngx_http_llm_router_reservation_t
+                                   reservations[NGX_HTTP_LLM_ROUTER_BUDGETS_MAX];
+    ngx_uint_t                     nreservations;
+    time_t                         retry_after;   /* of a budget's 429 */
+
     /* the phase handler's answer once the body is read */
     ngx_int_t                      status;
     ngx_str_t                      error;
@@ -335,6 +368,16 @@ ngx_uint_t ngx_http_llm_router_cooling(ngx_http_request_t *r,
 void ngx_http_llm_router_cool(ngx_http_request_t *r,
     ngx_http_llm_router_model_t *m, ngx_msec_t time);
 ngx_int_t ngx_http_llm_router_count(ngx_http_request_t *r);
+char *ngx_http_llm_router_budget(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+ngx_int_t ngx_http_llm_router_reserve(ngx_http_request_t *r,
+    ngx_http_llm_router_ctx_t *ctx);
+void ngx_http_llm_router_settle(ngx_http_request_t *r,
+    ngx_http_llm_router_ctx_t *ctx, uint64_t cost);
+u_char *ngx_http_llm_router_budget_status(u_char *p, ngx_http_request_t *r);
+u_char *ngx_http_llm_router_prom_escape(u_char *p, u_char *data,
+    size_t len);
+ngx_int_t ngx_http_llm_router_find(ngx_array_t *a, ngx_str_t *name);
 ngx_int_t ngx_http_llm_router_status_handler(ngx_http_request_t *r);
 ngx_int_t ngx_http_llm_router_hold(ngx_http_request_t *sr,
     ngx_http_llm_router_ctx_t *ctx, ngx_chain_t *in);

@@ -94,7 +94,8 @@ ngx_http_llm_router_status_handler(ngx_http_request_t *r)
 
     size = (NGX_HTTP_LLM_ROUTER_ZONE_MODELS
             * (8 + 4 * NGX_HTTP_LLM_ROUTER_BUCKETS)
-            + NGX_HTTP_LLM_ROUTER_ZONE_SERIES + 64)
+            + NGX_HTTP_LLM_ROUTER_ZONE_SERIES + 64
+            + 21 * lmcf->budgets.nelts)
            * NGX_HTTP_LLM_ROUTER_LINE;
 
     b = ngx_create_temp_buf(r->pool, size);
@@ -267,6 +268,8 @@ ngx_http_llm_router_prometheus(u_char *p, ngx_http_llm_router_shm_t *shm,
                                       shm->decision,
                                       ngx_http_llm_router_decision_buckets,
                                       shm->decision_us, 1000000);
+
+    p = ngx_http_llm_router_budget_status(p, r);
 
 #undef ngx_http_llm_router_model_metric
 
@@ -484,19 +487,26 @@ ngx_http_llm_router_json_status(u_char *p, ngx_http_llm_router_shm_t *shm,
 static u_char *
 ngx_http_llm_router_prom_label(u_char *p, ngx_http_llm_router_label_t *l)
 {
-    ngx_uint_t  i;
+    return ngx_http_llm_router_prom_escape(p, l->data, l->len);
+}
 
-    for (i = 0; i < l->len; i++) {
-        if (l->data[i] == '\\' || l->data[i] == '"') {
+
+u_char *
+ngx_http_llm_router_prom_escape(u_char *p, u_char *data, size_t len)
+{
+    size_t  i;
+
+    for (i = 0; i < len; i++) {
+        if (data[i] == '\\' || data[i] == '"') {
             *p++ = '\\';
 
-        } else if (l->data[i] == '\n') {
+        } else if (data[i] == '\n') {
             *p++ = '\\';
             *p++ = 'n';
             continue;
         }
 
-        *p++ = l->data[i];
+        *p++ = data[i];
     }
 
     return p;

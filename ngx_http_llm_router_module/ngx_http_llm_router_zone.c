@@ -204,6 +204,7 @@ ngx_http_llm_router_init_zone(ngx_shm_zone_t *shm_zone, void *data)
     ngx_http_llm_router_main_conf_t  *olmcf = data;
 
     ngx_slab_pool_t                  *shpool;
+    ngx_http_llm_router_shm_t        *shm;
     ngx_http_llm_router_main_conf_t  *lmcf;
 
     lmcf = shm_zone->data;
@@ -221,12 +222,15 @@ ngx_http_llm_router_init_zone(ngx_shm_zone_t *shm_zone, void *data)
         return NGX_OK;
     }
 
-    lmcf->shm = ngx_slab_calloc(shpool, sizeof(ngx_http_llm_router_shm_t));
-    if (lmcf->shm == NULL) {
+    shm = ngx_slab_calloc(shpool, sizeof(ngx_http_llm_router_shm_t));
+    if (shm == NULL) {
         return NGX_ERROR;
     }
 
-    shpool->data = lmcf->shm;
+    ngx_rbtree_init(&shm->spends, &shm->sentinel, ngx_rbtree_insert_value);
+
+    lmcf->shm = shm;
+    shpool->data = shm;
 
     return NGX_OK;
 }
@@ -456,6 +460,7 @@ ngx_http_llm_router_count(ngx_http_request_t *r)
     u_char                            buf[NGX_INT_T_LEN];
     ngx_str_t                         none, status;
     ngx_msec_t                        ms;
+    uint64_t                          total;
     ngx_uint_t                        i, code, fallback;
     ngx_http_llm_router_model_t      *m;
     ngx_time_t                       *tp;
@@ -557,6 +562,14 @@ ngx_http_llm_router_count(ngx_http_request_t *r)
         ngx_http_llm_router_series(shm, NGX_HTTP_LLM_ROUTER_SERIES_ERROR,
                                    &ctx->model->name, &status, NULL);
     }
+
+    total = a.cost;
+
+    for (i = 0; i < ctx->nattempts; i++) {
+        total += (i != ctx->answered) ? at[i].cost : 0;
+    }
+
+    ngx_http_llm_router_settle(r, ctx, total);
 
     /* the rates the alerts watch */
 
