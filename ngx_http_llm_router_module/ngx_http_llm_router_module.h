@@ -227,7 +227,7 @@ typedef struct {
 
     ngx_array_t                   *fallback_status;      /* ngx_uint_t */
     ngx_array_t                   *budget_names;         /* ngx_str_t */
-    ngx_array_t                   *budgets;  /* ngx_http_llm_router_budget_t * */
+    ngx_array_t                   *budgets;  /* pointers to the budgets */
     ngx_msec_t                     cooldown;
 
     ngx_flag_t                     escalate;
@@ -304,7 +304,7 @@ typedef struct {
     ngx_uint_t                     decision_us;
 
     ngx_http_llm_router_reservation_t
-                                   reservations[NGX_HTTP_LLM_ROUTER_BUDGETS_MAX];
+                             reservations[NGX_HTTP_LLM_ROUTER_BUDGETS_MAX];
     ngx_uint_t                     nreservations;
     time_t                         retry_after;   /* of a budget's 429 */
 
