@@ -36,8 +36,9 @@ static ngx_http_llm_router_spend_t *ngx_http_llm_router_spend(
 static ngx_int_t ngx_http_llm_router_reserve_one(ngx_http_request_t *r,
     ngx_http_llm_router_ctx_t *ctx, ngx_http_llm_router_budget_t *b,
     ngx_http_llm_router_reservation_t *res);
-static uint64_t ngx_http_llm_router_worst(ngx_http_llm_router_ctx_t *ctx,
-    ngx_http_llm_router_budget_t *b, ngx_http_llm_router_model_t *m);
+static uint64_t ngx_http_llm_router_worst(ngx_http_request_t *r,
+    ngx_http_llm_router_ctx_t *ctx, ngx_http_llm_router_budget_t *b,
+    ngx_http_llm_router_model_t *m, ngx_uint_t depth);
 static ngx_uint_t ngx_http_llm_router_budget_hash(ngx_str_t *name);
 
 
@@ -170,7 +171,9 @@ ngx_http_llm_router_budget(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
             continue;
         }
 
-        if (ngx_strncmp(value[i].data, "action=downgrade:", 17) == 0) {
+        if (ngx_strncmp(value[i].data, "action=downgrade:", 17) == 0
+            && value[i].len > 17)
+        {
             b->downgrade_name.data = value[i].data + 17;
             b->downgrade_name.len = value[i].len - 17;
             b->action_set = 1;
@@ -216,20 +219,40 @@ ngx_http_llm_router_budget_hash(ngx_str_t *name)
 }
 
 
-/* the worst case of a request on model m, in pico-USD */
+/*
+ * The worst case of a request on model m, in pico-USD: its answer, and,
+ * where it may be escalated, the escalate model's too; or, should it
+ * fail (a failure is not billed), the worst of its fallback.
+ */
 
 static uint64_t
-ngx_http_llm_router_worst(ngx_http_llm_router_ctx_t *ctx,
-    ngx_http_llm_router_budget_t *b, ngx_http_llm_router_model_t *m)
+ngx_http_llm_router_worst(ngx_http_request_t *r,
+    ngx_http_llm_router_ctx_t *ctx, ngx_http_llm_router_budget_t *b,
+    ngx_http_llm_router_model_t *m, ngx_uint_t depth)
 {
-    llmr_features_t  *f;
+    uint64_t                         cost, fallback;
+    llmr_features_t                 *f;
+    ngx_http_llm_router_loc_conf_t  *llcf;
 
+    if (m == NULL || depth == NGX_HTTP_LLM_ROUTER_ATTEMPTS_MAX) {
+        return 0;
+    }
+
+    llcf = ngx_http_get_module_loc_conf(r, ngx_http_llm_router_module);
     f = &ctx->request.f;
 
-    return f->prompt_tokens * m->price_in
+    cost = f->prompt_tokens * m->price_in
            + (f->max_tokens > 0 ? (uint64_t) f->max_tokens
                                 : (uint64_t) b->max_tokens)
              * m->price_out;
+
+    if (llcf->escalate) {
+        cost += ngx_http_llm_router_worst(r, ctx, b, m->escalate, depth + 1);
+    }
+
+    fallback = ngx_http_llm_router_worst(r, ctx, b, m->fallback, depth + 1);
+
+    return ngx_max(cost, fallback);
 }
 
 
@@ -281,7 +304,7 @@ ngx_http_llm_router_reserve_one(ngx_http_request_t *r,
     u_char                           *p;
     time_t                            now, reset;
     uint64_t                          worst;
-    ngx_str_t                         key;
+    ngx_str_t                         key, action;
     ngx_uint_t                        period, hash;
     ngx_slab_pool_t                  *shpool;
     ngx_http_llm_router_spend_t      *s;
@@ -322,10 +345,10 @@ ngx_http_llm_router_reserve_one(ngx_http_request_t *r,
         s->reserved = 0;
     }
 
-    worst = ngx_http_llm_router_worst(ctx, b, ctx->model);
+    worst = ngx_http_llm_router_worst(r, ctx, b, ctx->model, 0);
 
     if (s->spent + s->reserved + worst > b->limit && b->downgrade) {
-        worst = ngx_http_llm_router_worst(ctx, b, b->downgrade);
+        worst = ngx_http_llm_router_worst(r, ctx, b, b->downgrade, 0);
 
         if (s->spent + s->reserved + worst <= b->limit) {
             ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
@@ -335,6 +358,11 @@ ngx_http_llm_router_reserve_one(ngx_http_request_t *r,
 
             ctx->model = b->downgrade;
             ngx_str_set(&ctx->rule, "budget");
+
+            ngx_str_set(&action, "downgrade");
+            ngx_http_llm_router_series(lmcf->shm,
+                                       NGX_HTTP_LLM_ROUTER_SERIES_BUDGET,
+                                       &b->name, &action, NULL);
         }
     }
 
@@ -358,6 +386,11 @@ ngx_http_llm_router_reserve_one(ngx_http_request_t *r,
         ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
                       "llm_router: budget \"%V\" rejects the request",
                       &b->name);
+
+        ngx_str_set(&action, "reject");
+        ngx_http_llm_router_series(lmcf->shm,
+                                   NGX_HTTP_LLM_ROUTER_SERIES_BUDGET,
+                                   &b->name, &action, NULL);
 
         return NGX_HTTP_TOO_MANY_REQUESTS;
     }

@@ -141,7 +141,7 @@ static ngx_command_t  ngx_http_llm_router_commands[] = {
       NULL },
 
     { ngx_string("llm_router_alert"),
-      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE23,
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE123,
       ngx_http_llm_router_alert,
       NGX_HTTP_MAIN_CONF_OFFSET,
       0,
@@ -1456,6 +1456,14 @@ ngx_http_llm_router_init_main_conf(ngx_conf_t *cf, void *conf)
 
     lmcf->core_models = cm;
 
+    for (i = 0; i < NGX_HTTP_LLM_ROUTER_RATES; i++) {
+        if (lmcf->alerts[i].set && lmcf->zone == NULL) {
+            ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
+                          "\"llm_router_alert\" needs \"llm_router_zone\"");
+            return NGX_CONF_ERROR;
+        }
+    }
+
     budget = lmcf->budgets.elts;
 
     for (i = 0; i < lmcf->budgets.nelts; i++) {
@@ -1686,6 +1694,13 @@ ngx_http_llm_router_resolve_budgets(ngx_conf_t *cf,
     if (lmcf->zone == NULL) {
         ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
                       "\"llm_router_budget\" needs \"llm_router_zone\"");
+        return NGX_ERROR;
+    }
+
+    if (conf->budget_names->nelts > NGX_HTTP_LLM_ROUTER_BUDGETS_MAX) {
+        ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
+                      "at most %d \"llm_router_budget\" apply to one "
+                      "location", NGX_HTTP_LLM_ROUTER_BUDGETS_MAX);
         return NGX_ERROR;
     }
 

@@ -68,7 +68,8 @@ enum {
     NGX_HTTP_LLM_ROUTER_SERIES_RULE = 1,         /* model, rule */
     NGX_HTTP_LLM_ROUTER_SERIES_FALLBACK,         /* from, to, reason */
     NGX_HTTP_LLM_ROUTER_SERIES_ESCALATION,       /* from, to, reason */
-    NGX_HTTP_LLM_ROUTER_SERIES_ERROR             /* model, status */
+    NGX_HTTP_LLM_ROUTER_SERIES_ERROR,            /* model, status */
+    NGX_HTTP_LLM_ROUTER_SERIES_BUDGET            /* budget, action */
 };
 
 
@@ -368,6 +369,8 @@ ngx_uint_t ngx_http_llm_router_cooling(ngx_http_request_t *r,
 void ngx_http_llm_router_cool(ngx_http_request_t *r,
     ngx_http_llm_router_model_t *m, ngx_msec_t time);
 ngx_int_t ngx_http_llm_router_count(ngx_http_request_t *r);
+void ngx_http_llm_router_series(ngx_http_llm_router_shm_t *shm,
+    ngx_uint_t kind, ngx_str_t *a, ngx_str_t *b, ngx_str_t *c);
 char *ngx_http_llm_router_budget(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 ngx_int_t ngx_http_llm_router_reserve(ngx_http_request_t *r,

@@ -47,6 +47,9 @@ static ngx_http_llm_router_metric_t  ngx_http_llm_router_metrics[] = {
     { NGX_HTTP_LLM_ROUTER_SERIES_ERROR, "llm_router_upstream_errors_total",
       "Answers of tries with a status of 400 or more.",
       { "model", "status", NULL } },
+    { NGX_HTTP_LLM_ROUTER_SERIES_BUDGET, "llm_router_budget_actions_total",
+      "Requests a budget downgraded or rejected.",
+      { "budget", "action", NULL } },
     { 0, NULL, NULL, { NULL, NULL, NULL } }
 };
 

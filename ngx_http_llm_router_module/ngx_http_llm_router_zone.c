@@ -18,8 +18,6 @@ static ngx_http_llm_router_shm_model_t *ngx_http_llm_router_shm_model(
     ngx_http_llm_router_main_conf_t *lmcf, ngx_http_llm_router_model_t *m);
 static void ngx_http_llm_router_label(ngx_http_llm_router_label_t *l,
     ngx_str_t *s);
-static void ngx_http_llm_router_series(ngx_http_llm_router_shm_t *shm,
-    ngx_uint_t kind, ngx_str_t *a, ngx_str_t *b, ngx_str_t *c);
 static void ngx_http_llm_router_observe(ngx_atomic_t *buckets,
     ngx_msec_t *bounds, ngx_msec_t value);
 static void ngx_http_llm_router_rate_add(ngx_http_request_t *r,
@@ -283,7 +281,7 @@ ngx_http_llm_router_label(ngx_http_llm_router_label_t *l, ngx_str_t *s)
 
 /* a labelled counter, taken on first use, one more */
 
-static void
+void
 ngx_http_llm_router_series(ngx_http_llm_router_shm_t *shm, ngx_uint_t kind,
     ngx_str_t *a, ngx_str_t *b, ngx_str_t *c)
 {
