@@ -101,6 +101,10 @@ ngx_http_llm_router_budget(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         return "is duplicate";
     }
 
+    if (ngx_http_llm_router_check_label(cf, &value[1]) != NGX_OK) {
+        return NGX_CONF_ERROR;
+    }
+
     b = ngx_array_push(&lmcf->budgets);
     if (b == NULL) {
         return NGX_CONF_ERROR;
@@ -519,8 +523,10 @@ ngx_http_llm_router_budget_status(u_char *p, ngx_http_request_t *r)
     b = lmcf->budgets.elts;
 
     for (i = 0; i < lmcf->budgets.nelts; i++) {
-        p = ngx_sprintf(p, "llm_router_budget_limit_usd{budget=\"%V\"} ",
-                        &b[i].name);
+        p = ngx_cpymem(p, "llm_router_budget_limit_usd{budget=\"",
+                       sizeof("llm_router_budget_limit_usd{budget=\"") - 1);
+        p = ngx_http_llm_router_prom_escape(p, b[i].name.data, b[i].name.len);
+        p = ngx_cpymem(p, "\"} ", 3);
         p += llmr_usd_format(p, b[i].limit);
         *p++ = '\n';
     }
@@ -566,8 +572,12 @@ ngx_http_llm_router_budget_status(u_char *p, ngx_http_request_t *r)
         }
 
         for (k = 0; k < n; k++) {
-            p = ngx_sprintf(p, "llm_router_budget_spent_usd{budget=\"%V\","
-                            "key=\"", &b[i].name);
+            p = ngx_cpymem(p, "llm_router_budget_spent_usd{budget=\"",
+                           sizeof("llm_router_budget_spent_usd{budget=\"")
+                           - 1);
+            p = ngx_http_llm_router_prom_escape(p, b[i].name.data,
+                                                b[i].name.len);
+            p = ngx_cpymem(p, "\",key=\"", 7);
             p = ngx_http_llm_router_prom_escape(p, top[k]->key,
                                                 top[k]->len);
             p = ngx_cpymem(p, "\"} ", 3);

@@ -157,7 +157,7 @@ static ngx_command_t  ngx_http_llm_router_commands[] = {
     { ngx_string("llm_router_status"),
       NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
       ngx_http_llm_router_status,
-      0,
+      NGX_HTTP_LOC_CONF_OFFSET,
       0,
       NULL },
 
@@ -340,6 +340,10 @@ ngx_http_llm_router_model_block(ngx_conf_t *cf, ngx_command_t *cmd,
     if (ngx_http_llm_router_find(&lmcf->models, &value[1]) != NGX_ERROR) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                            "duplicate llm_router_model \"%V\"", &value[1]);
+        return NGX_CONF_ERROR;
+    }
+
+    if (ngx_http_llm_router_check_label(cf, &value[1]) != NGX_OK) {
         return NGX_CONF_ERROR;
     }
 
@@ -885,6 +889,10 @@ ngx_http_llm_router_rule(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         return NGX_CONF_ERROR;
     }
 
+    if (ngx_http_llm_router_check_label(cf, &value[1]) != NGX_OK) {
+        return NGX_CONF_ERROR;
+    }
+
     rule = llcf->rules->elts;
 
     for (i = 0; i < llcf->rules->nelts; i++) {
@@ -1203,9 +1211,10 @@ ngx_http_llm_router_explain(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     /* the decision is made as usual, then answered instead of proxied */
 
     llcf->explain = 1;
+    llcf->content = ngx_http_llm_router_explain_handler;
 
     clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
-    clcf->handler = ngx_http_llm_router_explain_handler;
+    clcf->handler = llcf->content;
 
     return NGX_CONF_OK;
 }
@@ -1259,12 +1268,39 @@ ngx_http_llm_router_fallback_status(ngx_conf_t *cf, ngx_command_t *cmd,
 static char *
 ngx_http_llm_router_status(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 {
+    ngx_http_llm_router_loc_conf_t *llcf = conf;
+
     ngx_http_core_loc_conf_t  *clcf;
 
+    if (llcf->content == ngx_http_llm_router_status_handler) {
+        return "is duplicate";
+    }
+
+    llcf->content = ngx_http_llm_router_status_handler;
+
     clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
-    clcf->handler = ngx_http_llm_router_status_handler;
+    clcf->handler = llcf->content;
 
     return NGX_CONF_OK;
+}
+
+
+/*
+ * Model, rule and budget names label the metrics in the zone, which
+ * keeps them whole only up to a bound.
+ */
+
+ngx_int_t
+ngx_http_llm_router_check_label(ngx_conf_t *cf, ngx_str_t *name)
+{
+    if (name->len > NGX_HTTP_LLM_ROUTER_LABEL_LEN) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "name \"%V\" is longer than %d bytes", name,
+                           NGX_HTTP_LLM_ROUTER_LABEL_LEN);
+        return NGX_ERROR;
+    }
+
+    return NGX_OK;
 }
 
 
@@ -1659,17 +1695,20 @@ ngx_http_llm_router_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
         return NGX_CONF_ERROR;
     }
 
-    /* proxy_pass in the same location would forward the request as is */
+    /*
+     * proxy_pass in the same location would take the request over: it
+     * would be forwarded as is, or the status page never shown
+     */
 
     clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
 
-    if (conf->explain
-        && clcf->handler != ngx_http_llm_router_explain_handler)
-    {
+    if (conf->content && clcf->handler != conf->content) {
         ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
-                      "\"llm_router_explain\" and another content handler "
-                      "such as \"proxy_pass\" are in the same location "
-                      "\"%V\"", &clcf->name);
+                      "\"%s\" and another content handler such as "
+                      "\"proxy_pass\" are in the same location \"%V\"",
+                      conf->content == ngx_http_llm_router_explain_handler
+                      ? "llm_router_explain" : "llm_router_status",
+                      &clcf->name);
         return NGX_CONF_ERROR;
     }
 

@@ -61,7 +61,7 @@ typedef struct {
 
 #define NGX_HTTP_LLM_ROUTER_ZONE_MODELS   128
 #define NGX_HTTP_LLM_ROUTER_ZONE_SERIES   512
-#define NGX_HTTP_LLM_ROUTER_LABEL_LEN     47
+#define NGX_HTTP_LLM_ROUTER_LABEL_LEN     63
 #define NGX_HTTP_LLM_ROUTER_BUCKETS       12     /* the last is +Inf */
 
 enum {
@@ -244,6 +244,8 @@ typedef struct {
     u_char                        *classifier_file;
     ngx_uint_t                     classifier_line;
 
+    ngx_http_handler_pt            content;      /* explain or status */
+
     ngx_flag_t                     enable;
     ngx_flag_t                     explain;
     ngx_flag_t                     pin;
@@ -380,6 +382,7 @@ void ngx_http_llm_router_settle(ngx_http_request_t *r,
 u_char *ngx_http_llm_router_budget_status(u_char *p, ngx_http_request_t *r);
 u_char *ngx_http_llm_router_prom_escape(u_char *p, u_char *data,
     size_t len);
+ngx_int_t ngx_http_llm_router_check_label(ngx_conf_t *cf, ngx_str_t *name);
 ngx_int_t ngx_http_llm_router_find(ngx_array_t *a, ngx_str_t *name);
 ngx_int_t ngx_http_llm_router_status_handler(ngx_http_request_t *r);
 ngx_int_t ngx_http_llm_router_hold(ngx_http_request_t *sr,

@@ -467,14 +467,20 @@ ngx_http_llm_router_count(ngx_http_request_t *r)
     ngx_http_llm_router_attempt_t    *at;
     ngx_http_llm_router_account_t     a;
     ngx_http_llm_router_shm_model_t  *e;
+    ngx_http_llm_router_loc_conf_t   *llcf;
     ngx_http_llm_router_main_conf_t  *lmcf;
 
     lmcf = ngx_http_get_module_main_conf(r, ngx_http_llm_router_module);
+    llcf = ngx_http_get_module_loc_conf(r, ngx_http_llm_router_module);
     ctx = ngx_http_get_module_ctx(r, ngx_http_llm_router_module);
 
     shm = lmcf->shm;
 
-    if (shm == NULL || ctx == NULL || !ctx->routed || r != r->main) {
+    /* an explained request was decided, but never sent nor billed */
+
+    if (shm == NULL || ctx == NULL || !ctx->routed || r != r->main
+        || llcf->explain)
+    {
         return NGX_OK;
     }
 
@@ -540,7 +546,9 @@ ngx_http_llm_router_count(ngx_http_request_t *r)
 
         /* an escalated answer was produced, and billed */
 
-        if (i != ctx->answered && at[i].cost) {
+        if (i != ctx->answered
+            && (at[i].prompt || at[i].completion || at[i].cost))
+        {
             e = ngx_http_llm_router_shm_model(lmcf, at[i].model);
 
             if (e) {

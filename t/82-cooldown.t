@@ -87,7 +87,6 @@ sub summary {
 sub outcome {
     my ($t, %o) = @_;
     my $with_log = delete $o{log};
-    my $logged = $with_log ? () = $t->access_log_records('llm.log') : 0;
     my $errlog = length $t->error_log;
     my $before = sent_counts($t);
     my $r = $t->ask('hi', %o);
@@ -98,7 +97,12 @@ sub outcome {
     my $route = join '/', map { $r->{headers}{"x-llm-$_"} // '-' } qw(model rule);
     my $desc = sprintf '%d %s %s, sent: %s', $r->{status}, $r->{headers}{'x-mock-provider'} // '-',
                        $route, $sent || 'none';
-    $desc .= ' | ' . summary(($t->access_log_records('llm.log', $logged + 1))[$logged]) if $with_log;
+    # every request waits for its record: the next one is then its own,
+    # not that of a request before, written after its answer was sent
+    if (-e "$t->{prefix}/llm.log") {
+        my $record = $t->next_record('llm.log');
+        $desc .= ' | ' . summary($record) if $with_log;
+    }
     $r->{errlog} = substr $t->error_log, $errlog;
     return ($desc, $r);
 }
