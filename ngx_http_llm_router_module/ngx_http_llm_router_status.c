@@ -19,12 +19,26 @@ typedef struct {
 } ngx_http_llm_router_metric_t;
 
 
+/*
+ * The entries ready when the scrape began: the answer lists those and
+ * no other, so that its buffer, sized for them, is always enough.
+ */
+
+typedef struct {
+    ngx_http_llm_router_shm_t     *shm;
+    ngx_uint_t                     nmodels;
+    ngx_uint_t                     nseries;
+    u_char                         model[NGX_HTTP_LLM_ROUTER_ZONE_MODELS];
+    u_char                         series[NGX_HTTP_LLM_ROUTER_ZONE_SERIES];
+} ngx_http_llm_router_view_t;
+
+
 static u_char *ngx_http_llm_router_prometheus(u_char *p,
-    ngx_http_llm_router_shm_t *shm, ngx_http_request_t *r);
+    ngx_http_llm_router_view_t *view, ngx_http_request_t *r);
 static u_char *ngx_http_llm_router_json_status(u_char *p,
-    ngx_http_llm_router_shm_t *shm, ngx_http_request_t *r);
+    ngx_http_llm_router_view_t *view, ngx_http_request_t *r);
 static u_char *ngx_http_llm_router_rates(u_char *p,
-    ngx_http_llm_router_shm_t *shm, ngx_http_request_t *r);
+    ngx_http_llm_router_view_t *view, ngx_http_request_t *r);
 static u_char *ngx_http_llm_router_histogram(u_char *p, const char *name,
     ngx_http_llm_router_label_t *model, ngx_atomic_t *buckets,
     ngx_msec_t *bounds, ngx_atomic_t sum, ngx_uint_t scale);
@@ -54,10 +68,13 @@ static ngx_http_llm_router_metric_t  ngx_http_llm_router_metrics[] = {
 };
 
 
-/* a line of a series at most: three labels, their names, a number */
+/*
+ * A line of a series at most: three labels, their names, a number; a
+ * label escaped for JSON is at most six times as long (\u0001).
+ */
 
 #define NGX_HTTP_LLM_ROUTER_LINE                                              \
-    (64 + 3 * (16 + 2 * NGX_HTTP_LLM_ROUTER_LABEL_LEN) + NGX_ATOMIC_T_LEN)
+    (64 + 3 * (16 + 6 * NGX_HTTP_LLM_ROUTER_LABEL_LEN) + NGX_ATOMIC_T_LEN)
 
 
 ngx_int_t
@@ -67,9 +84,10 @@ ngx_http_llm_router_status_handler(ngx_http_request_t *r)
     ngx_int_t                         rc;
     ngx_buf_t                        *b;
     ngx_str_t                         format;
+    ngx_uint_t                        i, json;
     ngx_chain_t                       out;
-    ngx_uint_t                        json;
     ngx_http_llm_router_shm_t        *shm;
+    ngx_http_llm_router_view_t       *view;
     ngx_http_llm_router_main_conf_t  *lmcf;
 
     if (!(r->method & (NGX_HTTP_GET|NGX_HTTP_HEAD))) {
@@ -93,12 +111,33 @@ ngx_http_llm_router_status_handler(ngx_http_request_t *r)
     json = ngx_http_arg(r, (u_char *) "format", 6, &format) == NGX_OK
            && format.len == 4 && ngx_strncmp(format.data, "json", 4) == 0;
 
-    /* every model and series, each with its histograms */
+    view = ngx_palloc(r->pool, sizeof(ngx_http_llm_router_view_t));
+    if (view == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
 
-    size = (NGX_HTTP_LLM_ROUTER_ZONE_MODELS
-            * (8 + 4 * NGX_HTTP_LLM_ROUTER_BUCKETS)
-            + NGX_HTTP_LLM_ROUTER_ZONE_SERIES + 64
-            + 21 * lmcf->budgets.nelts)
+    view->shm = shm;
+    view->nmodels = 0;
+    view->nseries = 0;
+
+    for (i = 0; i < NGX_HTTP_LLM_ROUTER_ZONE_MODELS; i++) {
+        view->model[i] = (u_char) shm->models[i].ready;
+        view->nmodels += view->model[i];
+    }
+
+    for (i = 0; i < NGX_HTTP_LLM_ROUTER_ZONE_SERIES; i++) {
+        view->series[i] = (u_char) shm->series[i].ready;
+        view->nseries += view->series[i];
+    }
+
+    /* the names of the entries are read after their flags */
+
+    ngx_memory_barrier();
+
+    /* the lines of each model, with its histograms, and of each series */
+
+    size = (view->nmodels * (8 + 4 * NGX_HTTP_LLM_ROUTER_BUCKETS)
+            + view->nseries + 64 + 21 * lmcf->budgets.nelts)
            * NGX_HTTP_LLM_ROUTER_LINE;
 
     b = ngx_create_temp_buf(r->pool, size);
@@ -106,8 +145,8 @@ ngx_http_llm_router_status_handler(ngx_http_request_t *r)
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    b->last = json ? ngx_http_llm_router_json_status(b->last, shm, r)
-                   : ngx_http_llm_router_prometheus(b->last, shm, r);
+    b->last = json ? ngx_http_llm_router_json_status(b->last, view, r)
+                   : ngx_http_llm_router_prometheus(b->last, view, r);
     b->last_buf = (r == r->main);
     b->last_in_chain = 1;
 
@@ -138,13 +177,16 @@ ngx_http_llm_router_status_handler(ngx_http_request_t *r)
 
 
 static u_char *
-ngx_http_llm_router_prometheus(u_char *p, ngx_http_llm_router_shm_t *shm,
+ngx_http_llm_router_prometheus(u_char *p, ngx_http_llm_router_view_t *view,
     ngx_http_request_t *r)
 {
     ngx_uint_t                         i, k;
+    ngx_http_llm_router_shm_t         *shm;
     ngx_http_llm_router_metric_t      *m;
     ngx_http_llm_router_shm_model_t   *e;
     ngx_http_llm_router_shm_series_t  *s;
+
+    shm = view->shm;
 
     for (m = ngx_http_llm_router_metrics; m->name; m++) {
         p = ngx_sprintf(p, "# HELP %s %s\n# TYPE %s counter\n",
@@ -153,7 +195,7 @@ ngx_http_llm_router_prometheus(u_char *p, ngx_http_llm_router_shm_t *shm,
         for (i = 0; i < NGX_HTTP_LLM_ROUTER_ZONE_SERIES; i++) {
             s = &shm->series[i];
 
-            if (!s->ready || s->kind != m->kind) {
+            if (!view->series[i] || s->kind != m->kind) {
                 continue;
             }
 
@@ -179,7 +221,7 @@ ngx_http_llm_router_prometheus(u_char *p, ngx_http_llm_router_shm_t *shm,
     for (i = 0; i < NGX_HTTP_LLM_ROUTER_ZONE_MODELS; i++) {
         e = &shm->models[i];
 
-        if (e->ready) {
+        if (view->model[i]) {
             p = ngx_sprintf(p, "llm_router_prompt_tokens_total{model=\"");
             p = ngx_http_llm_router_prom_label(p, &e->name);
             p = ngx_sprintf(p, "\"} %uA\n", e->prompt);
@@ -193,7 +235,7 @@ ngx_http_llm_router_prometheus(u_char *p, ngx_http_llm_router_shm_t *shm,
     for (i = 0; i < NGX_HTTP_LLM_ROUTER_ZONE_MODELS; i++) {
         e = &shm->models[i];
 
-        if (e->ready) {
+        if (view->model[i]) {
             p = ngx_sprintf(p, "llm_router_completion_tokens_total{model=\"");
             p = ngx_http_llm_router_prom_label(p, &e->name);
             p = ngx_sprintf(p, "\"} %uA\n", e->completion);
@@ -206,7 +248,7 @@ ngx_http_llm_router_prometheus(u_char *p, ngx_http_llm_router_shm_t *shm,
     for (i = 0; i < NGX_HTTP_LLM_ROUTER_ZONE_MODELS; i++) {
         e = &shm->models[i];
 
-        if (e->ready) {
+        if (view->model[i]) {
             p = ngx_sprintf(p, "llm_router_cost_usd_total{model=\"");
             p = ngx_http_llm_router_prom_label(p, &e->name);
             p = ngx_cpymem(p, "\"} ", 3);
@@ -222,7 +264,7 @@ ngx_http_llm_router_prometheus(u_char *p, ngx_http_llm_router_shm_t *shm,
     for (i = 0; i < NGX_HTTP_LLM_ROUTER_ZONE_MODELS; i++) {
         e = &shm->models[i];
 
-        if (e->ready) {
+        if (view->model[i]) {
             p = ngx_sprintf(p, "llm_router_cooldown_seconds{model=\"");
             p = ngx_http_llm_router_prom_label(p, &e->name);
             p = ngx_sprintf(p, "\"} %.3f\n",
@@ -230,7 +272,7 @@ ngx_http_llm_router_prometheus(u_char *p, ngx_http_llm_router_shm_t *shm,
         }
     }
 
-    p = ngx_http_llm_router_rates(p, shm, r);
+    p = ngx_http_llm_router_rates(p, view, r);
 
     ngx_http_llm_router_model_metric("llm_router_latency_seconds",
                                      "Time from the request to its log "
@@ -239,7 +281,7 @@ ngx_http_llm_router_prometheus(u_char *p, ngx_http_llm_router_shm_t *shm,
     for (i = 0; i < NGX_HTTP_LLM_ROUTER_ZONE_MODELS; i++) {
         e = &shm->models[i];
 
-        if (e->ready) {
+        if (view->model[i]) {
             p = ngx_http_llm_router_histogram(p, "llm_router_latency_seconds",
                                         &e->name, e->latency,
                                         ngx_http_llm_router_latency_buckets,
@@ -255,7 +297,7 @@ ngx_http_llm_router_prometheus(u_char *p, ngx_http_llm_router_shm_t *shm,
     for (i = 0; i < NGX_HTTP_LLM_ROUTER_ZONE_MODELS; i++) {
         e = &shm->models[i];
 
-        if (e->ready) {
+        if (view->model[i]) {
             p = ngx_http_llm_router_histogram(p, "llm_router_ttfb_seconds",
                                         &e->name, e->ttfb,
                                         ngx_http_llm_router_latency_buckets,
@@ -286,16 +328,18 @@ ngx_http_llm_router_prometheus(u_char *p, ngx_http_llm_router_shm_t *shm,
  */
 
 static u_char *
-ngx_http_llm_router_rates(u_char *p, ngx_http_llm_router_shm_t *shm,
+ngx_http_llm_router_rates(u_char *p, ngx_http_llm_router_view_t *view,
     ngx_http_request_t *r)
 {
     ngx_uint_t                        i, total, v;
     ngx_msec_t                        window[NGX_HTTP_LLM_ROUTER_RATES];
+    ngx_http_llm_router_shm_t        *shm;
     ngx_http_llm_router_rate_t       *rate;
     ngx_http_llm_router_shm_model_t  *e;
     ngx_http_llm_router_main_conf_t  *lmcf;
 
     lmcf = ngx_http_get_module_main_conf(r, ngx_http_llm_router_module);
+    shm = view->shm;
 
     for (i = 0; i < NGX_HTTP_LLM_ROUTER_RATES; i++) {
         window[i] = lmcf->alerts[i].set ? lmcf->alerts[i].window : 300000;
@@ -316,7 +360,7 @@ ngx_http_llm_router_rates(u_char *p, ngx_http_llm_router_shm_t *shm,
     for (i = 0; i < NGX_HTTP_LLM_ROUTER_ZONE_MODELS; i++) {
         e = &shm->models[i];
 
-        if (e->ready) {
+        if (view->model[i]) {
             v = ngx_http_llm_router_rate(&e->errors,
                              window[NGX_HTTP_LLM_ROUTER_ERROR_RATE], &total);
             p = ngx_sprintf(p, "llm_router_rate{rate=\"error_rate\","
@@ -343,7 +387,7 @@ ngx_http_llm_router_rates(u_char *p, ngx_http_llm_router_shm_t *shm,
     {
         e = &shm->models[i];
 
-        if (e->ready) {
+        if (view->model[i]) {
             p = ngx_sprintf(p, "llm_router_alert_firing{alert=\"error_rate\","
                             "model=\"");
             p = ngx_http_llm_router_prom_label(p, &e->name);
@@ -408,13 +452,16 @@ ngx_http_llm_router_histogram(u_char *p, const char *name,
 
 
 static u_char *
-ngx_http_llm_router_json_status(u_char *p, ngx_http_llm_router_shm_t *shm,
+ngx_http_llm_router_json_status(u_char *p, ngx_http_llm_router_view_t *view,
     ngx_http_request_t *r)
 {
     ngx_uint_t                         i, k, first, n;
+    ngx_http_llm_router_shm_t         *shm;
     ngx_http_llm_router_metric_t      *m;
     ngx_http_llm_router_shm_model_t   *e;
     ngx_http_llm_router_shm_series_t  *s;
+
+    shm = view->shm;
 
     p = ngx_cpymem(p, "{\"models\":{", sizeof("{\"models\":{") - 1);
 
@@ -423,7 +470,7 @@ ngx_http_llm_router_json_status(u_char *p, ngx_http_llm_router_shm_t *shm,
     for (i = 0; i < NGX_HTTP_LLM_ROUTER_ZONE_MODELS; i++) {
         e = &shm->models[i];
 
-        if (!e->ready) {
+        if (!view->model[i]) {
             continue;
         }
 
@@ -462,7 +509,7 @@ ngx_http_llm_router_json_status(u_char *p, ngx_http_llm_router_shm_t *shm,
         for (i = 0; i < NGX_HTTP_LLM_ROUTER_ZONE_SERIES; i++) {
             s = &shm->series[i];
 
-            if (!s->ready || s->kind != m->kind) {
+            if (!view->series[i] || s->kind != m->kind) {
                 continue;
             }
 
