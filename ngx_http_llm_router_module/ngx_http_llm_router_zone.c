@@ -18,6 +18,8 @@ static ngx_http_llm_router_shm_model_t *ngx_http_llm_router_shm_model(
     ngx_http_llm_router_main_conf_t *lmcf, ngx_http_llm_router_model_t *m);
 static void ngx_http_llm_router_label(ngx_http_llm_router_label_t *l,
     ngx_str_t *s);
+static ngx_uint_t ngx_http_llm_router_same(ngx_http_llm_router_label_t *l,
+    ngx_str_t *s);
 static void ngx_http_llm_router_observe(ngx_atomic_t *buckets,
     ngx_msec_t *bounds, ngx_msec_t value);
 static void ngx_http_llm_router_rate_add(ngx_http_request_t *r,
@@ -262,12 +264,30 @@ ngx_http_llm_router_shm_model(ngx_http_llm_router_main_conf_t *lmcf,
             return e;
         }
 
-        if (e->hash == m->hash) {
+        if (e->hash == m->hash
+            && (!e->ready || ngx_http_llm_router_same(&e->name, &m->name)))
+        {
             return e;
         }
     }
 
     return NULL;
+}
+
+
+/*
+ * Whether a ready entry whose hash matches holds this name: two names
+ * may share a hash.  An entry still being written by another worker is
+ * taken to be the same by the callers: its hash matched.
+ */
+
+static ngx_uint_t
+ngx_http_llm_router_same(ngx_http_llm_router_label_t *l, ngx_str_t *s)
+{
+    /* the name is read after the flag that says it is written */
+    ngx_memory_barrier();
+
+    return l->len == s->len && ngx_memcmp(l->data, s->data, s->len) == 0;
 }
 
 
@@ -320,7 +340,14 @@ ngx_http_llm_router_series(ngx_http_llm_router_shm_t *shm, ngx_uint_t kind,
             e->ready = 1;
         }
 
-        if (e->hash == hash) {
+        if (e->hash == hash
+            && (!e->ready
+                || (ngx_http_llm_router_same(&e->label[0], a)
+                    && ngx_http_llm_router_same(&e->label[1], b)
+                    && (c == NULL
+                        || ngx_http_llm_router_same(&e->label[2], c))
+                    && e->kind == kind)))
+        {
             (void) ngx_atomic_fetch_add(&e->value, 1);
             return;
         }

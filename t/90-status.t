@@ -63,7 +63,7 @@ EOF
 
 $t->config(conf())->run;
 
-plan tests => 68;
+plan tests => 70;
 
 # ------------------------------------------------------------ helpers
 
@@ -562,6 +562,31 @@ my @last = map { route_of($f->ask('hi', model => 'last', headers => $_)) }
            { 'X-Mock-Status' => 429, 'X-Mock-Retry-After' => 30 }, {};
 is_deeply \@last, ['HTTP 429', 'last/client'], 'a model without an entry does not cool down';
 $f->stop;
+
+# ------------------------------------------------------------ hash collisions
+
+# the CRC32 of these names differ in their last bit only: the same hash
+# in the zone's tables, yet each model has its entry and its series
+my @twins = qw(zcicetrztt klaymoqwfs);
+my $h = LLMRouterTest->new;
+$h->mock('mini', key => 'sk-mini');
+$h->config(join('', map { "llm_router_model $_ { url %%URL_mini%%; model gpt-4o-mini; key sk-mini; }\n" } @twins)
+           . <<'EOF2')->run;
+llm_router_zone llm 1m;
+server {
+    listen 127.0.0.1:%%PORT%%;
+    %%ROUTE_HEADERS%%
+    location = /v1/chat/completions { llm_router on; llm_router_default zcicetrztt; proxy_pass $llm_router_url; }
+    location = /metrics { llm_router_status; }
+}
+EOF2
+$h->ask('hi', model => $twins[0]);
+$h->ask('hi', model => $twins[1]) for 1 .. 2;
+$text = scrape($h)->{body};
+is_deeply [map { family($text, 'llm_router_requests_total')->{qq(model="$_",rule="client")},
+                 family($text, 'llm_router_prompt_tokens_total')->{qq(model="$_")} } @twins],
+          [1, 7, 2, 14], 'two models of the same hash: entries and series of their own';
+$h->stop;
 
 # ------------------------------------------------------------ configuration
 
