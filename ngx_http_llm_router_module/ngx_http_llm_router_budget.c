@@ -25,6 +25,7 @@ typedef struct {
     ngx_uint_t                     period;        /* number, since 1970 */
     uint64_t                       spent;         /* pico-USD */
     uint64_t                       reserved;
+    ngx_uint_t                     inflight;      /* requests holding it */
     u_char                         len;
     u_char                         key[NGX_HTTP_LLM_ROUTER_KEY_LEN];
 } ngx_http_llm_router_spend_t;
@@ -40,6 +41,8 @@ static uint64_t ngx_http_llm_router_worst(ngx_http_request_t *r,
     ngx_http_llm_router_ctx_t *ctx, ngx_http_llm_router_budget_t *b,
     ngx_http_llm_router_model_t *m, ngx_uint_t depth);
 static ngx_uint_t ngx_http_llm_router_budget_hash(ngx_str_t *name);
+static void ngx_http_llm_router_spend_expire(
+    ngx_http_llm_router_main_conf_t *lmcf);
 
 
 static ngx_str_t  ngx_http_llm_router_periods[] = {
@@ -400,6 +403,7 @@ ngx_http_llm_router_reserve_one(ngx_http_request_t *r,
     }
 
     s->reserved += worst;
+    s->inflight++;
 
     ngx_shmtx_unlock(&shpool->mutex);
 
@@ -441,6 +445,8 @@ ngx_http_llm_router_settle(ngx_http_request_t *r,
             s->reserved -= ngx_min(s->reserved, res->reserved);
             s->spent += cost;
         }
+
+        s->inflight--;
     }
 
     ngx_shmtx_unlock(&shpool->mutex);
@@ -484,8 +490,15 @@ ngx_http_llm_router_spend(ngx_http_llm_router_main_conf_t *lmcf,
     shpool = (ngx_slab_pool_t *) lmcf->zone->shm.addr;
 
     s = ngx_slab_calloc_locked(shpool, sizeof(ngx_http_llm_router_spend_t));
+
     if (s == NULL) {
-        return NULL;
+        ngx_http_llm_router_spend_expire(lmcf);
+
+        s = ngx_slab_calloc_locked(shpool,
+                                   sizeof(ngx_http_llm_router_spend_t));
+        if (s == NULL) {
+            return NULL;
+        }
     }
 
     s->node.key = hash;
@@ -496,6 +509,63 @@ ngx_http_llm_router_spend(ngx_http_llm_router_main_conf_t *lmcf,
     ngx_rbtree_insert(&shm->spends, &s->node);
 
     return s;
+}
+
+
+/*
+ * The zone is full: the keys of past periods, and of budgets that the
+ * configuration no longer has, are given back, unless a request still
+ * holds them.  Called under the zone's lock.
+ */
+
+static void
+ngx_http_llm_router_spend_expire(ngx_http_llm_router_main_conf_t *lmcf)
+{
+    time_t                         now;
+    ngx_uint_t                     i;
+    ngx_slab_pool_t               *shpool;
+    ngx_rbtree_node_t             *node, *next, *sentinel;
+    ngx_http_llm_router_shm_t     *shm;
+    ngx_http_llm_router_spend_t   *s;
+    ngx_http_llm_router_budget_t  *b;
+
+    shm = lmcf->shm;
+    shpool = (ngx_slab_pool_t *) lmcf->zone->shm.addr;
+    sentinel = shm->spends.sentinel;
+
+    if (shm->spends.root == sentinel) {
+        return;
+    }
+
+    now = ngx_time();
+    b = lmcf->budgets.elts;
+
+    for (node = ngx_rbtree_min(shm->spends.root, sentinel);
+         node;
+         node = next)
+    {
+        next = ngx_rbtree_next(&shm->spends, node);
+        s = (ngx_http_llm_router_spend_t *) node;
+
+        if (s->inflight) {
+            continue;
+        }
+
+        for (i = 0; i < lmcf->budgets.nelts; i++) {
+            if (b[i].hash == s->budget) {
+                break;
+            }
+        }
+
+        if (i < lmcf->budgets.nelts
+            && s->period == (ngx_uint_t) (now / b[i].period))
+        {
+            continue;
+        }
+
+        ngx_rbtree_delete(&shm->spends, node);
+        ngx_slab_free_locked(shpool, s);
+    }
 }
 
 

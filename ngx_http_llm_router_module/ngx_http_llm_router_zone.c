@@ -232,6 +232,9 @@ ngx_http_llm_router_init_zone(ngx_shm_zone_t *shm_zone, void *data)
     lmcf->shm = shm;
     shpool->data = shm;
 
+    /* a full zone is logged by the budget that could not take a key */
+    shpool->log_nomem = 0;
+
     return NGX_OK;
 }
 

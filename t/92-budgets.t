@@ -23,7 +23,7 @@ use Time::HiRes qw(time sleep);
 use POSIX ();
 use LLMRouterTest qw(route_of json_decode);
 
-plan tests => 46;
+plan tests => 49;
 
 my %PRICE = (mini => [150_000, 600_000], large => [2_500_000, 10_000_000]);
 my $MAX = 98;                 # max_tokens of the requests
@@ -496,3 +496,45 @@ is conf_check("$zone $a", 'llm_router_budget b key=$http_x_user limit=1 period=d
 
 is conf_check("$zone $a $def $def", ''), '"llm_router_budget" directive is duplicate in nginx.conf:N',
    'config: a budget defined twice';
+
+# ------------------------------------------------------------ a full zone
+
+# the smallest zone holds a few hundred keys; when it is full, the keys
+# of budgets the configuration no longer has are given back
+{
+    my ($min) = $k->config_error('llm_router_zone llm 16k;', '') =~ /at least (\d+) expected/;
+    my $z = LLMRouterTest->new;
+    $z->mock('mini', key => 'sk-mini');
+    my $conf = sub {
+        my ($budget) = @_;
+        return <<"EOF2";
+llm_router_zone llm $min;
+llm_router_model free  { url %%URL_mini%%; model gpt-4o-mini; key sk-mini; }
+llm_router_model mini  { url %%URL_mini%%; model gpt-4o-mini; key sk-mini; price 0.15 0.60; }
+$budget
+server {
+    listen 127.0.0.1:%%PORT%%;
+    %%ROUTE_HEADERS%%
+    location = /free { llm_router on; llm_router_default free; llm_router_budget keys; proxy_pass \$llm_router_url; }
+    location = /mini { llm_router on; llm_router_default mini; llm_router_budget keys; proxy_pass \$llm_router_url; }
+}
+EOF2
+    };
+    $z->config($conf->('llm_router_budget keys key=$http_x_k limit=1 period=day action=reject;'))->run;
+
+    my $n = 0;
+    while ($z->error_log !~ /is full/ && $n < 2000) {
+        $z->ask('hi', path => '/free', headers => { 'X-K' => 'old-' . $n++ });
+    }
+    like $z->error_log, qr/\[alert\].*the zone "llm" is full, budget "keys" is not enforced for key "old-\d+"/,
+         "a zone of $min bytes is full after $n keys";
+    $z->{log_offset} = length $z->error_log;
+
+    # the budget "keys" is now another one, "cap": the old keys go
+    $z->reload($conf->('llm_router_budget cap key=$http_x_k limit=0.000001 period=day action=reject;') =~ s/budget keys;/budget cap;/gr);
+    my @got = map { $z->ask('hi', path => '/mini', headers => { 'X-K' => "new-$_" })->{status} } 1 .. 3;
+    is_deeply [@got, substr($z->error_log, $z->{log_offset}) =~ /is full/ ? 'full' : 'room'],
+              [429, 429, 429, 'room'],
+              'after a reload with a new budget, the keys of the old one make room for the new';
+    $z->stop;
+}
