@@ -21,10 +21,9 @@ ngx_http_llm_router_explain_handler(ngx_http_request_t *r)
     u_char                           *p;
     size_t                            len;
     uint64_t                          completion;
-    ngx_int_t                         rc;
     ngx_buf_t                        *b;
+    ngx_str_t                         type;
     ngx_uint_t                        i, first;
-    ngx_chain_t                       out;
     llmr_features_t                  *f;
     ngx_http_llm_router_ctx_t        *ctx;
     ngx_http_llm_router_model_t      *models;
@@ -91,22 +90,8 @@ ngx_http_llm_router_explain_handler(ngx_http_request_t *r)
     *p++ = '\n';
 
     b->last = p;
-    b->last_buf = (r == r->main);
-    b->last_in_chain = 1;
 
-    r->headers_out.status = NGX_HTTP_OK;
-    r->headers_out.content_length_n = b->last - b->pos;
-    ngx_str_set(&r->headers_out.content_type, "application/json");
-    r->headers_out.content_type_len = sizeof("application/json") - 1;
+    ngx_str_set(&type, "application/json");
 
-    rc = ngx_http_send_header(r);
-
-    if (rc == NGX_ERROR || rc > NGX_OK || r->header_only) {
-        return rc;
-    }
-
-    out.buf = b;
-    out.next = NULL;
-
-    return ngx_http_output_filter(r, &out);
+    return ngx_http_llm_router_send_buf(r, b, &type);
 }

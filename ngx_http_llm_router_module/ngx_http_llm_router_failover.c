@@ -23,6 +23,8 @@ typedef struct {
 } ngx_http_llm_router_patterns_t;
 
 
+static ngx_int_t ngx_http_llm_router_try_next(ngx_http_request_t *r,
+    ngx_http_llm_router_ctx_t *ctx, ngx_http_llm_router_model_t *next);
 static ngx_int_t ngx_http_llm_router_start(ngx_http_request_t *r,
     ngx_http_llm_router_ctx_t *ctx);
 static ngx_int_t ngx_http_llm_router_attempt_done(ngx_http_request_t *r,
@@ -112,15 +114,7 @@ ngx_http_llm_router_attempt(ngx_http_request_t *r,
             return NGX_DONE;
         }
 
-        ctx->model = next;
-
-        rc = ngx_http_llm_router_prepare(r, ctx);
-        if (rc != NGX_OK) {
-            ngx_http_finalize_request(r, rc);
-            return NGX_DONE;
-        }
-
-        return ngx_http_llm_router_start(r, ctx);
+        return ngx_http_llm_router_try_next(r, ctx, next);
     }
 
     /* the answer of the last try went to the client */
@@ -139,6 +133,26 @@ ngx_http_llm_router_attempt(ngx_http_request_t *r,
     ngx_http_finalize_request(r, ngx_http_send_special(r, NGX_HTTP_LAST));
 
     return NGX_DONE;
+}
+
+
+/* after a try: the request made for another model, and sent */
+
+static ngx_int_t
+ngx_http_llm_router_try_next(ngx_http_request_t *r,
+    ngx_http_llm_router_ctx_t *ctx, ngx_http_llm_router_model_t *next)
+{
+    ngx_int_t  rc;
+
+    ctx->model = next;
+
+    rc = ngx_http_llm_router_prepare(r, ctx);
+    if (rc != NGX_OK) {
+        ngx_http_finalize_request(r, rc);
+        return NGX_DONE;
+    }
+
+    return ngx_http_llm_router_start(r, ctx);
 }
 
 
@@ -405,7 +419,6 @@ ngx_http_llm_router_checked(ngx_http_request_t *r,
     ngx_http_llm_router_ctx_t *ctx)
 {
     size_t                           len;
-    ngx_int_t                        rc;
     ngx_uint_t                       sse;
     u_char                          *content;
     llmr_answer_t                    answer;
@@ -493,15 +506,7 @@ ngx_http_llm_router_checked(ngx_http_request_t *r,
                   "to \"%V\": %s", &ctx->model->name,
                   &ctx->model->escalate->name, ctx->escalation_reason);
 
-    ctx->model = ctx->model->escalate;
-
-    rc = ngx_http_llm_router_prepare(r, ctx);
-    if (rc != NGX_OK) {
-        ngx_http_finalize_request(r, rc);
-        return NGX_DONE;
-    }
-
-    return ngx_http_llm_router_start(r, ctx);
+    return ngx_http_llm_router_try_next(r, ctx, ctx->model->escalate);
 }
 
 

@@ -18,8 +18,6 @@ static char *ngx_http_llm_router_model_option(ngx_conf_t *cf,
     ngx_command_t *dummy, void *conf);
 static char *ngx_http_llm_router_set_url(ngx_conf_t *cf,
     ngx_http_llm_router_model_t *model, ngx_str_t *value);
-static char *ngx_http_llm_router_set_model(ngx_conf_t *cf,
-    ngx_http_llm_router_model_t *model, ngx_str_t *value);
 static char *ngx_http_llm_router_set_auth(ngx_conf_t *cf,
     ngx_http_llm_router_model_t *model, ngx_str_t *value);
 static char *ngx_http_llm_router_set_key(ngx_conf_t *cf,
@@ -29,10 +27,6 @@ static char *ngx_http_llm_router_set_key_file(ngx_conf_t *cf,
 static char *ngx_http_llm_router_set_price(ngx_conf_t *cf,
     ngx_http_llm_router_model_t *model, ngx_str_t *value);
 static char *ngx_http_llm_router_set_context(ngx_conf_t *cf,
-    ngx_http_llm_router_model_t *model, ngx_str_t *value);
-static char *ngx_http_llm_router_set_fallback(ngx_conf_t *cf,
-    ngx_http_llm_router_model_t *model, ngx_str_t *value);
-static char *ngx_http_llm_router_set_escalate(ngx_conf_t *cf,
     ngx_http_llm_router_model_t *model, ngx_str_t *value);
 static char *ngx_http_llm_router_escalate_pattern(ngx_conf_t *cf,
     ngx_command_t *cmd, void *conf);
@@ -97,20 +91,26 @@ typedef struct {
     char                        *(*set)(ngx_conf_t *cf,
                                       ngx_http_llm_router_model_t *model,
                                       ngx_str_t *value);
+    size_t                         offset;       /* of a string, set as is */
 } ngx_http_llm_router_option_t;
 
 
+/* fallback and escalate name models resolved once every model is known */
+
 static ngx_http_llm_router_option_t  ngx_http_llm_router_options[] = {
-    { ngx_string("url"), 1, 0x01, ngx_http_llm_router_set_url },
-    { ngx_string("model"), 1, 0x02, ngx_http_llm_router_set_model },
-    { ngx_string("auth"), 1, 0x04, ngx_http_llm_router_set_auth },
-    { ngx_string("key"), 1, 0x08, ngx_http_llm_router_set_key },
-    { ngx_string("key_file"), 1, 0x08, ngx_http_llm_router_set_key_file },
-    { ngx_string("price"), 2, 0x10, ngx_http_llm_router_set_price },
-    { ngx_string("context"), 1, 0x20, ngx_http_llm_router_set_context },
-    { ngx_string("fallback"), 1, 0x40, ngx_http_llm_router_set_fallback },
-    { ngx_string("escalate"), 1, 0x80, ngx_http_llm_router_set_escalate },
-    { ngx_null_string, 0, 0, NULL }
+    { ngx_string("url"), 1, 0x01, ngx_http_llm_router_set_url, 0 },
+    { ngx_string("model"), 1, 0x02, NULL,
+      offsetof(ngx_http_llm_router_model_t, upstream) },
+    { ngx_string("auth"), 1, 0x04, ngx_http_llm_router_set_auth, 0 },
+    { ngx_string("key"), 1, 0x08, ngx_http_llm_router_set_key, 0 },
+    { ngx_string("key_file"), 1, 0x08, ngx_http_llm_router_set_key_file, 0 },
+    { ngx_string("price"), 2, 0x10, ngx_http_llm_router_set_price, 0 },
+    { ngx_string("context"), 1, 0x20, ngx_http_llm_router_set_context, 0 },
+    { ngx_string("fallback"), 1, 0x40, NULL,
+      offsetof(ngx_http_llm_router_model_t, fallback_name) },
+    { ngx_string("escalate"), 1, 0x80, NULL,
+      offsetof(ngx_http_llm_router_model_t, escalate_name) },
+    { ngx_null_string, 0, 0, NULL, 0 }
 };
 
 
@@ -456,6 +456,11 @@ ngx_http_llm_router_model_option(ngx_conf_t *cf, ngx_command_t *dummy,
 
     model->set |= opt->bit;
 
+    if (opt->set == NULL) {
+        *(ngx_str_t *) ((u_char *) model + opt->offset) = value[1];
+        return NGX_CONF_OK;
+    }
+
     rv = opt->set(cf, model, &value[1]);
 
     if (rv != NGX_CONF_OK && rv != NGX_CONF_ERROR) {
@@ -498,16 +503,6 @@ ngx_http_llm_router_set_url(ngx_conf_t *cf, ngx_http_llm_router_model_t *model,
     }
 
     model->url = *value;
-
-    return NGX_CONF_OK;
-}
-
-
-static char *
-ngx_http_llm_router_set_model(ngx_conf_t *cf,
-    ngx_http_llm_router_model_t *model, ngx_str_t *value)
-{
-    model->upstream = *value;
 
     return NGX_CONF_OK;
 }
@@ -590,28 +585,6 @@ ngx_http_llm_router_set_context(ngx_conf_t *cf,
     }
 
     model->context = n;
-
-    return NGX_CONF_OK;
-}
-
-
-/* fallback and escalate name models resolved once every model is known */
-
-static char *
-ngx_http_llm_router_set_fallback(ngx_conf_t *cf,
-    ngx_http_llm_router_model_t *model, ngx_str_t *value)
-{
-    model->fallback_name = *value;
-
-    return NGX_CONF_OK;
-}
-
-
-static char *
-ngx_http_llm_router_set_escalate(ngx_conf_t *cf,
-    ngx_http_llm_router_model_t *model, ngx_str_t *value)
-{
-    model->escalate_name = *value;
 
     return NGX_CONF_OK;
 }

@@ -385,6 +385,8 @@ u_char *ngx_http_llm_router_prom_escape(u_char *p, u_char *data,
 ngx_int_t ngx_http_llm_router_check_label(ngx_conf_t *cf, ngx_str_t *name);
 ngx_int_t ngx_http_llm_router_find(ngx_array_t *a, ngx_str_t *name);
 ngx_int_t ngx_http_llm_router_status_handler(ngx_http_request_t *r);
+ngx_int_t ngx_http_llm_router_send_buf(ngx_http_request_t *r, ngx_buf_t *b,
+    ngx_str_t *type);
 ngx_int_t ngx_http_llm_router_hold(ngx_http_request_t *sr,
     ngx_http_llm_router_ctx_t *ctx, ngx_chain_t *in);
 size_t ngx_http_llm_router_json_size(ngx_str_t *s);

@@ -83,9 +83,8 @@ ngx_http_llm_router_status_handler(ngx_http_request_t *r)
     size_t                            size;
     ngx_int_t                         rc;
     ngx_buf_t                        *b;
-    ngx_str_t                         format;
+    ngx_str_t                         format, type;
     ngx_uint_t                        i, json;
-    ngx_chain_t                       out;
     ngx_http_llm_router_shm_t        *shm;
     ngx_http_llm_router_view_t       *view;
     ngx_http_llm_router_main_conf_t  *lmcf;
@@ -147,21 +146,34 @@ ngx_http_llm_router_status_handler(ngx_http_request_t *r)
 
     b->last = json ? ngx_http_llm_router_json_status(b->last, view, r)
                    : ngx_http_llm_router_prometheus(b->last, view, r);
+
+    if (json) {
+        ngx_str_set(&type, "application/json");
+
+    } else {
+        ngx_str_set(&type, "text/plain; version=0.0.4; charset=utf-8");
+    }
+
+    return ngx_http_llm_router_send_buf(r, b, &type);
+}
+
+
+/* a whole answer, made in one buffer: 200 and that */
+
+ngx_int_t
+ngx_http_llm_router_send_buf(ngx_http_request_t *r, ngx_buf_t *b,
+    ngx_str_t *type)
+{
+    ngx_int_t    rc;
+    ngx_chain_t  out;
+
     b->last_buf = (r == r->main);
     b->last_in_chain = 1;
 
     r->headers_out.status = NGX_HTTP_OK;
     r->headers_out.content_length_n = b->last - b->pos;
-
-    if (json) {
-        ngx_str_set(&r->headers_out.content_type, "application/json");
-
-    } else {
-        ngx_str_set(&r->headers_out.content_type,
-                    "text/plain; version=0.0.4; charset=utf-8");
-    }
-
-    r->headers_out.content_type_len = r->headers_out.content_type.len;
+    r->headers_out.content_type = *type;
+    r->headers_out.content_type_len = type->len;
 
     rc = ngx_http_send_header(r);
 

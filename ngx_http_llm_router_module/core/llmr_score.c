@@ -31,16 +31,18 @@
 #define LLMR_SEED_PAIR          0x8d3b67e1u
 #define LLMR_SEED_DENSE         0x5c4e21b7u
 
-static uint32_t llmr_mix(uint32_t h);
-static void llmr_emit(llmr_request_t *rq, uint32_t hash);
-static unsigned llmr_bucket(uint64_t n);
-static void llmr_dense_add(void *data, unsigned message, uint32_t hash);
-
+/* the dense features of a request, summed against the weights */
 
 typedef struct {
     double                     z;
     const llmr_classifier_t   *classifier;
 } llmr_dense_sum_t;
+
+
+static uint32_t llmr_mix(uint32_t h);
+static void llmr_emit(llmr_request_t *rq, uint32_t hash);
+static unsigned llmr_bucket(uint64_t n);
+static void llmr_dense_add(void *data, unsigned message, uint32_t hash);
 static uint32_t llmr_fnv(const unsigned char *p, size_t len);
 static uint32_t llmr_get32(const unsigned char *p);
 static void llmr_put32(unsigned char *p, uint32_t v);
