@@ -11,7 +11,7 @@ use warnings;
 use Test::More;
 use IO::Select;
 use Time::HiRes qw(time sleep);
-use LLMRouterTest qw(user words route_of bytes_is json_encode);
+use LLMRouterTest qw(user words route_of bytes_is json_encode only content_of);
 
 my $t = LLMRouterTest->new;
 $t->mock('mini', key => 'sk-mini');
@@ -87,10 +87,6 @@ sub outcome {
                        $route, $sent || 'none';
     return ($desc, $r);
 }
-
-sub only { my ($mocks, %h) = @_; return { 'X-Mock-Only' => $mocks, %h } }
-
-sub content_of { my ($r) = @_; return ref $r->{json} eq 'HASH' ? $r->{json}{choices}[0]{message}{content} : undef }
 
 sub stream_text {
     my ($r) = @_;

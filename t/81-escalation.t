@@ -11,7 +11,7 @@ use warnings;
 use Test::More;
 use Time::HiRes qw(time sleep);
 use Encode ();
-use LLMRouterTest qw(user bytes_is json_encode json_decode);
+use LLMRouterTest qw(user bytes_is json_encode json_decode usd only content_of usage_of);
 
 my $t = LLMRouterTest->new;
 $t->mock('mini', key => 'sk-mini');
@@ -137,10 +137,6 @@ my %PRICE = (mini => [150_000, 600_000], lone => [150_000, 600_000], large => [2
 
 sub sent_counts { return { map { $_ => scalar(() = $t->requests($_)) } @MOCKS } }
 
-sub only { my ($mocks, %h) = @_; return { 'X-Mock-Only' => $mocks, %h } }
-
-sub content_of { my ($r) = @_; return ref $r->{json} eq 'HASH' ? $r->{json}{choices}[0]{message}{content} : undef }
-
 sub chunks_of {
     my ($r) = @_;
     return grep { ref $_ eq 'HASH' && ref $_->{choices} eq 'ARRAY' && @{ $_->{choices} } } @{ $r->{events} };
@@ -201,23 +197,9 @@ sub direct {
 # an answer without what changes from one answer to the next
 sub stable { my ($s) = @_; $s =~ s/"id":"chatcmpl-[\w-]+"/"id":"ID"/g; $s =~ s/"created":\d+/"created":0/g; return $s }
 
-sub usage_of {
-    my ($r) = @_;
-    return $r->{json}{usage} if ref $r->{json} eq 'HASH';
-    my ($u) = map { $_->{usage} } grep { ref $_ eq 'HASH' && ref $_->{usage} eq 'HASH' } @{ $r->{events} };
-    return $u;
-}
 
 # pico-USD of an answer of $model with this usage, and as the log writes it
 sub pico { my ($model, $u) = @_; return $u->{prompt_tokens} * $PRICE{$model}[0] + $u->{completion_tokens} * $PRICE{$model}[1] }
-
-sub usd {
-    my ($pico) = @_;
-    my $s = sprintf '%d.%012d', int($pico / 1e12), $pico % 1_000_000_000_000;
-    $s =~ s/0+\z//;
-    $s =~ s/\.\z//;
-    return $s;
-}
 
 # the cost_usd values of a raw log line: the record's, then each try's
 sub costs_of { my ($line) = @_; return [ ($line // '') =~ /"cost_usd":([^,}\]]+)/g ] }

@@ -10,7 +10,7 @@ use warnings;
 use Test::More;
 use POSIX qw(strftime);
 use Time::HiRes qw(time sleep);
-use LLMRouterTest qw(user);
+use LLMRouterTest qw(user only);
 
 my $t = LLMRouterTest->new;
 $t->mock('mini', key => 'sk-mini');
@@ -71,7 +71,6 @@ sub sent_counts {
     return { map { $_ => scalar(() = $t->requests($_)) } grep { $t->{mocks}{$_} } @MOCKS };
 }
 
-sub only { my ($mocks, %h) = @_; return { 'X-Mock-Only' => $mocks, %h } }
 
 sub summary {
     my ($rec) = @_;

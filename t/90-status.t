@@ -11,7 +11,7 @@ use warnings;
 
 use Test::More;
 use Time::HiRes qw(time sleep);
-use LLMRouterTest qw(route_of bytes_is);
+use LLMRouterTest qw(route_of bytes_is usd only usage_of);
 
 my $t = LLMRouterTest->new;
 $t->mock('mini', key => 'sk-mini');
@@ -146,23 +146,6 @@ sub histogram {
     return $count;
 }
 
-# USD of pico-USD, as the module prints it: up to 12 decimals, no
-# trailing zeros
-sub usd {
-    my ($pico) = @_;
-    my $s = sprintf '%d.%012d', int($pico / 1_000_000_000_000), $pico % 1_000_000_000_000;
-    $s =~ s/0+$//;
-    $s =~ s/\.$//;
-    return $s;
-}
-
-# The usage of an answer: the JSON's, or a stream's usage chunk.
-sub usage_of {
-    my ($r) = @_;
-    return $r->{json}{usage} if ref $r->{json} eq 'HASH' && $r->{json}{usage};
-    my ($u) = map { $_->{usage} } grep { ref $_ eq 'HASH' && $_->{usage} } @{ $r->{events} };
-    return $u;
-}
 
 my %tokens;    # model => [prompt, completion], from the mocks' usage
 
@@ -178,7 +161,6 @@ sub cost_of {
     return usd($p * $PRICE{$model}[0] + $c * $PRICE{$model}[1]);
 }
 
-sub only { my ($mocks, %h) = @_; return { 'X-Mock-Only' => $mocks, %h } }
 
 # ------------------------------------------------------------ the sequence
 

@@ -13,7 +13,7 @@ use warnings;
 
 use Test::More;
 use Time::HiRes qw(time sleep);
-use LLMRouterTest;
+use LLMRouterTest qw(only);
 
 plan tests => 43;
 
@@ -81,7 +81,6 @@ sub ask {
     return $r;
 }
 
-sub only { my ($mocks, %h) = @_; return { 'X-Mock-Only' => $mocks, %h } }
 
 # $n requests of a kind; each must be answered 200 by the expected mock
 my %KIND = (

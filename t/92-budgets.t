@@ -21,7 +21,7 @@ use warnings;
 use Test::More;
 use Time::HiRes qw(time sleep);
 use POSIX ();
-use LLMRouterTest qw(route_of json_decode);
+use LLMRouterTest qw(route_of json_decode usd);
 
 plan tests => 49;
 
@@ -119,14 +119,6 @@ $t->mock('large', key => 'sk-large');
 $t->config(conf())->run;
 
 # ------------------------------------------------------------ helpers
-
-sub usd {
-    my ($pico) = @_;
-    my $s = sprintf '%d.%012d', int($pico / 1_000_000_000_000), $pico % 1_000_000_000_000;
-    $s =~ s/0+$//;
-    $s =~ s/\.$//;
-    return $s;
-}
 
 my %logged;
 

@@ -44,7 +44,8 @@ use POSIX qw(WNOHANG);
 use Test::More;
 use Time::HiRes qw(sleep time);
 
-our @EXPORT_OK = qw(user convo words route_of bytes_is json_encode json_decode);
+our @EXPORT_OK = qw(user convo words route_of bytes_is json_encode json_decode usd
+                    only content_of usage_of);
 
 our $REPO = abs_path(dirname(abs_path(__FILE__)) . '/../..');
 my $JSON = JSON::PP->new->utf8->canonical;
@@ -428,6 +429,31 @@ sub user { { role => 'user', content => $_[0] } }
 
 # $n short words: about $n tokens for the module's estimate.
 sub words { join ' ', ('word') x $_[0] }
+
+# Headers that let only the mocks named (comma-separated) answer as
+# asked by %h: the others answer normally.
+sub only { my ($mocks, %h) = @_; return { 'X-Mock-Only' => $mocks, %h } }
+
+# The content of a JSON answer's first choice.
+sub content_of { my ($r) = @_; return ref $r->{json} eq 'HASH' ? $r->{json}{choices}[0]{message}{content} : undef }
+
+# The usage of an answer: the JSON's, or a stream's usage chunk.
+sub usage_of {
+    my ($r) = @_;
+    return $r->{json}{usage} if ref $r->{json} eq 'HASH' && $r->{json}{usage};
+    my ($u) = map { $_->{usage} } grep { ref $_ eq 'HASH' && ref $_->{usage} eq 'HASH' } @{ $r->{events} };
+    return $u;
+}
+
+# USD of pico-USD, as the module prints it: up to 12 decimals, without
+# trailing zeros.
+sub usd {
+    my ($pico) = @_;
+    my $s = sprintf '%d.%012d', int($pico / 1_000_000_000_000), $pico % 1_000_000_000_000;
+    $s =~ s/0+\z//;
+    $s =~ s/\.\z//;
+    return $s;
+}
 
 # "MODEL/RULE" from the %%ROUTE_HEADERS%% of a 200 answer, else "HTTP nnn".
 sub route_of {
