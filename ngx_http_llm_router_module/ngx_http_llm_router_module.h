@@ -358,6 +358,8 @@ u_char *ngx_http_llm_router_decision(u_char *p,
     ngx_http_llm_router_ctx_t *ctx);
 void ngx_http_llm_router_account(ngx_http_request_t *r,
     ngx_http_llm_router_ctx_t *ctx, ngx_http_llm_router_account_t *a);
+uint64_t ngx_http_llm_router_total_cost(ngx_http_llm_router_ctx_t *ctx,
+    ngx_http_llm_router_account_t *a);
 char *ngx_http_llm_router_zone(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 char *ngx_http_llm_router_alert(ngx_conf_t *cf, ngx_command_t *cmd,

@@ -24,8 +24,6 @@ static ngx_int_t ngx_http_llm_router_cost_variable(ngx_http_request_t *r,
     ngx_http_variable_value_t *v, uintptr_t data);
 static ngx_int_t ngx_http_llm_router_log_variable(ngx_http_request_t *r,
     ngx_http_variable_value_t *v, uintptr_t data);
-static uint64_t ngx_http_llm_router_total_cost(
-    ngx_http_llm_router_ctx_t *ctx, ngx_http_llm_router_account_t *a);
 static size_t ngx_http_llm_router_attempts_size(
     ngx_http_llm_router_ctx_t *ctx);
 static u_char *ngx_http_llm_router_attempts(u_char *p,
@@ -288,7 +286,7 @@ ngx_http_llm_router_account(ngx_http_request_t *r,
 
 /* the answer's cost and that of escalated answers before it */
 
-static uint64_t
+uint64_t
 ngx_http_llm_router_total_cost(ngx_http_llm_router_ctx_t *ctx,
     ngx_http_llm_router_account_t *a)
 {

@@ -488,7 +488,6 @@ ngx_http_llm_router_count(ngx_http_request_t *r)
     u_char                            buf[NGX_INT_T_LEN];
     ngx_str_t                         none, status;
     ngx_msec_t                        ms;
-    uint64_t                          total;
     ngx_uint_t                        i, code, fallback;
     ngx_http_llm_router_model_t      *m;
     ngx_time_t                       *tp;
@@ -599,13 +598,8 @@ ngx_http_llm_router_count(ngx_http_request_t *r)
                                    &ctx->model->name, &status, NULL);
     }
 
-    total = a.cost;
-
-    for (i = 0; i < ctx->nattempts; i++) {
-        total += (i != ctx->answered) ? at[i].cost : 0;
-    }
-
-    ngx_http_llm_router_settle(r, ctx, total);
+    ngx_http_llm_router_settle(r, ctx,
+                               ngx_http_llm_router_total_cost(ctx, &a));
 
     /* the rates the alerts watch */
 
