@@ -26,6 +26,7 @@
 #define LLMR_DEPTH_MAX       64
 #define LLMR_MODEL_NAME_MAX  256
 #define LLMR_ERROR_MAX       160
+#define LLMR_LABEL_MAX       32
 
 /* an offset that has not been seen yet */
 #define LLMR_NO_OFFSET       UINT64_MAX
@@ -102,6 +103,11 @@ typedef struct {
     uint32_t               current;         /* index of the current message */
     double                 score;           /* -1 without a classifier */
 
+    /* the verdict of a triage model, once it is asked: LLMR_TRIAGE_* */
+    unsigned               triage;
+    size_t                 triage_len;
+    unsigned char          triage_label[LLMR_LABEL_MAX];
+
     /* byte offsets in the body, for the rewrite */
     uint64_t               object_start;    /* just after the top '{' */
     uint64_t               model_start;     /* the raw "model" value */
@@ -153,6 +159,42 @@ void llmr_classifier_write(unsigned char *out, unsigned bits,
     unsigned history, float bias, const float *weights);
 
 
+/*
+ * The text of the last messages, kept while the body is parsed, for the
+ * prompt of a triage model: a ring of slots of the caller's memory, each
+ * the head of one message; the current user message's slot is kept out
+ * of the ring so that the messages after it do not overwrite it.
+ */
+
+#define LLMR_SLOTS_MAX  17
+
+enum {
+    LLMR_ROLE_OTHER = 0,
+    LLMR_ROLE_USER,
+    LLMR_ROLE_ASSISTANT,
+    LLMR_ROLE_SYSTEM,
+    LLMR_ROLE_TOOL
+};
+
+typedef struct {
+    unsigned char         *text;
+    size_t                 len;
+    uint32_t               message;         /* its index in "messages" */
+    unsigned               role;
+} llmr_slot_t;
+
+typedef struct {
+    llmr_slot_t            slot[LLMR_SLOTS_MAX];
+    unsigned               nslots;
+    size_t                 size;            /* of each slot */
+    unsigned               fill;            /* the message being parsed */
+    int                    current;         /* -1 before the first */
+} llmr_capture_t;
+
+int llmr_capture_init(llmr_capture_t *c, unsigned char *buf, size_t size,
+    unsigned nslots);
+
+
 typedef struct {
     yajl_handle            yajl;
     const llmr_keywords_t *keywords;
@@ -177,7 +219,10 @@ typedef struct {
     /* the message being parsed */
     llmr_message_t         msg;
     uint64_t               msg_keywords;
-    unsigned               msg_role;
+    unsigned               msg_role;        /* LLMR_ROLE_* */
+
+    /* set after llmr_request_init() to keep the text of messages */
+    llmr_capture_t        *capture;
 
     /* the current turn, and the history window before it */
     llmr_message_t         turn;
@@ -263,6 +308,7 @@ typedef enum {
     LLMR_COND_KEYWORDS,
     LLMR_COND_SCORE_GT,
     LLMR_COND_SCORE_LT,
+    LLMR_COND_TRIAGE,
     LLMR_COND_EXTERNAL          /* evaluated by the caller */
 } llmr_cond_type_e;
 
@@ -271,7 +317,8 @@ typedef struct {
     unsigned               negate;
     uint64_t               arg;
     double                 score;
-    llmr_str_t             name;    /* keywords list, or the external text */
+    llmr_str_t             name;    /* keywords list, triage label, or
+                                       the external text */
 } llmr_cond_t;
 
 typedef struct {
@@ -283,10 +330,39 @@ typedef struct {
 
 typedef int (*llmr_external_pt)(void *data, const llmr_cond_t *cond);
 
+/*
+ * The walk stops at the first triage condition it reaches while the
+ * verdict is unknown: the caller asks the triage model, sets the verdict
+ * (or LLMR_TRIAGE_FAILED) and walks again.
+ */
+#define LLMR_RULES_PENDING  -2
+
 int llmr_cond_parse(llmr_cond_t *cond, const unsigned char *p, size_t len,
     char *err, size_t errlen);
 int llmr_rules_eval(const llmr_rule_t *rules, unsigned n,
     const llmr_features_t *f, llmr_external_pt external, void *data);
+
+
+/* triage by a small model: its request, and the label of its answer */
+
+#define LLMR_TRIAGE_UNKNOWN  0
+#define LLMR_TRIAGE_DONE     1
+#define LLMR_TRIAGE_FAILED   2          /* no triage condition holds */
+
+typedef struct {
+    llmr_str_t             model;           /* the provider's model name */
+    llmr_str_t             prompt;          /* the system message */
+    unsigned               max_tokens;
+    size_t                 history;         /* bytes of earlier messages */
+} llmr_triage_t;
+
+size_t llmr_triage_body_size(const llmr_request_t *rq,
+    const llmr_triage_t *t);
+unsigned char *llmr_triage_body(const llmr_request_t *rq,
+    const llmr_triage_t *t, unsigned char *out);
+int llmr_triage_label(const unsigned char *content, size_t len,
+    const llmr_str_t *field, unsigned char *label, size_t *label_len);
+int llmr_label_valid(const unsigned char *p, size_t len);
 
 
 /* usage of a provider response: a JSON body or an SSE stream */

@@ -66,6 +66,11 @@ static void llmr_message_add(llmr_message_t *sum, const llmr_message_t *m,
 static int llmr_parse_error(llmr_request_t *rq, yajl_status status,
     uint64_t offset);
 static int llmr_in_message_text(llmr_request_t *rq);
+static unsigned llmr_role(const unsigned char *p, size_t len);
+static void llmr_capture_text(llmr_capture_t *c, const unsigned char *p,
+    size_t len);
+static void llmr_capture_done(llmr_capture_t *c, uint32_t message,
+    unsigned role, unsigned current);
 
 
 static const yajl_callbacks  llmr_callbacks = {
@@ -475,7 +480,7 @@ llmr_string(void *ctx, const unsigned char *p, size_t len)
     /* inside a message */
 
     if (rq->depth == 3 && rq->key[3] == LLMR_KEY_ROLE) {
-        rq->msg_role = (len == 4 && memcmp(p, "user", 4) == 0);
+        rq->msg_role = llmr_role(p, len);
     }
 
     if (rq->key[3] == LLMR_KEY_CONTENT && rq->depth > 3
@@ -502,7 +507,38 @@ llmr_string(void *ctx, const unsigned char *p, size_t len)
 
     rq->msg_keywords |= llmr_keywords_match(rq->keywords, p, len);
 
+    if (rq->capture) {
+        llmr_capture_text(rq->capture, p, len);
+    }
+
     return 1;
+}
+
+
+static unsigned
+llmr_role(const unsigned char *p, size_t len)
+{
+    if (len == 4 && memcmp(p, "user", 4) == 0) {
+        return LLMR_ROLE_USER;
+    }
+
+    if (len == 9 && memcmp(p, "assistant", 9) == 0) {
+        return LLMR_ROLE_ASSISTANT;
+    }
+
+    if ((len == 6 && memcmp(p, "system", 6) == 0)
+        || (len == 9 && memcmp(p, "developer", 9) == 0))
+    {
+        return LLMR_ROLE_SYSTEM;
+    }
+
+    if ((len == 4 && memcmp(p, "tool", 4) == 0)
+        || (len == 8 && memcmp(p, "function", 8) == 0))
+    {
+        return LLMR_ROLE_TOOL;
+    }
+
+    return LLMR_ROLE_OTHER;
 }
 
 
@@ -548,7 +584,11 @@ llmr_start_map(void *ctx)
         rq->f.messages++;
         memset(&rq->msg, 0, sizeof(llmr_message_t));
         rq->msg_keywords = 0;
-        rq->msg_role = 0;
+        rq->msg_role = LLMR_ROLE_OTHER;
+
+        if (rq->capture) {
+            rq->capture->slot[rq->capture->fill].len = 0;
+        }
     }
 
     return 1;
@@ -661,7 +701,7 @@ llmr_end_array(void *ctx)
 static void
 llmr_message_done(llmr_request_t *rq)
 {
-    unsigned          k, window;
+    unsigned          k, window, user, current;
     llmr_message_t   *m;
     llmr_features_t  *f;
 
@@ -670,8 +710,16 @@ llmr_message_done(llmr_request_t *rq)
     /* 3 tokens of framing per message, as providers count them */
     f->prompt_tokens += rq->msg.tokens + 3 + (f->messages == 1 ? 3 : 0);
 
-    if (rq->msg_role || !rq->seen_user) {
-        rq->seen_user |= rq->msg_role;
+    user = (rq->msg_role == LLMR_ROLE_USER);
+    current = user || !rq->seen_user;
+
+    if (rq->capture) {
+        llmr_capture_done(rq->capture, f->messages - 1, rq->msg_role,
+                          current);
+    }
+
+    if (current) {
+        rq->seen_user |= user;
 
         rq->turn = rq->msg;
         memset(&rq->window, 0, sizeof(llmr_message_t));
@@ -702,6 +750,84 @@ llmr_message_done(llmr_request_t *rq)
     if (rq->ring_len < LLMR_HISTORY_MAX) {
         rq->ring_len++;
     }
+}
+
+
+int
+llmr_capture_init(llmr_capture_t *c, unsigned char *buf, size_t size,
+    unsigned nslots)
+{
+    unsigned  i;
+
+    if (nslots < 2 || nslots > LLMR_SLOTS_MAX) {
+        return LLMR_ERROR;
+    }
+
+    memset(c, 0, sizeof(llmr_capture_t));
+
+    c->nslots = nslots;
+    c->size = size;
+    c->current = -1;
+
+    for (i = 0; i < nslots; i++) {
+        c->slot[i].text = buf + i * size;
+    }
+
+    return LLMR_OK;
+}
+
+
+/*
+ * The head of the message is kept; text parts are joined by a newline.
+ * A cut never splits a UTF-8 sequence, so the text stays valid JSON.
+ */
+
+static void
+llmr_capture_text(llmr_capture_t *c, const unsigned char *p, size_t len)
+{
+    size_t        room;
+    llmr_slot_t  *s;
+
+    s = &c->slot[c->fill];
+
+    if (s->len && s->len < c->size) {
+        s->text[s->len++] = '\n';
+    }
+
+    room = c->size - s->len;
+
+    if (len > room) {
+        len = room;
+
+        while (len && (llmr_ctype[p[len]] & LLMR_CT_CONT)) {
+            len--;
+        }
+    }
+
+    memcpy(s->text + s->len, p, len);
+    s->len += len;
+}
+
+
+/* the next message fills the oldest slot, never the current message's */
+
+static void
+llmr_capture_done(llmr_capture_t *c, uint32_t message, unsigned role,
+    unsigned current)
+{
+    llmr_slot_t  *s;
+
+    s = &c->slot[c->fill];
+    s->message = message;
+    s->role = role;
+
+    if (current) {
+        c->current = (int) c->fill;
+    }
+
+    do {
+        c->fill = (c->fill + 1) % c->nslots;
+    } while ((int) c->fill == c->current);
 }
 
 

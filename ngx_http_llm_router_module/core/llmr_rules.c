@@ -25,6 +25,8 @@ typedef struct {
 
 static int llmr_fraction_parse(const unsigned char *p, size_t len,
     double *value);
+static int llmr_label_equal(const unsigned char *a, const unsigned char *b,
+    size_t len);
 static int llmr_cond_true(const llmr_cond_t *cond, const llmr_features_t *f,
     llmr_external_pt external, void *data);
 
@@ -80,6 +82,20 @@ llmr_cond_parse(llmr_cond_t *cond, const unsigned char *p, size_t len,
         cond->type = LLMR_COND_KEYWORDS;
         cond->name.data = p + 9;
         cond->name.len = len - 9;
+        return LLMR_OK;
+    }
+
+    if (len > 7 && memcmp(p, "triage=", 7) == 0) {
+        if (!llmr_label_valid(p + 7, len - 7)) {
+            snprintf(err, errlen, "invalid label \"%.*s\", up to %d "
+                     "letters, digits, \"_\" or \"-\" expected",
+                     (int) (len - 7), p + 7, LLMR_LABEL_MAX);
+            return LLMR_ERROR;
+        }
+
+        cond->type = LLMR_COND_TRIAGE;
+        cond->name.data = p + 7;
+        cond->name.len = len - 7;
         return LLMR_OK;
     }
 
@@ -175,12 +191,19 @@ int
 llmr_rules_eval(const llmr_rule_t *rules, unsigned n,
     const llmr_features_t *f, llmr_external_pt external, void *data)
 {
+    int       v;
     unsigned  i, k;
 
     for (i = 0; i < n; i++) {
 
         for (k = 0; k < rules[i].nconds; k++) {
-            if (!llmr_cond_true(&rules[i].conds[k], f, external, data)) {
+            v = llmr_cond_true(&rules[i].conds[k], f, external, data);
+
+            if (v < 0) {
+                return LLMR_RULES_PENDING;
+            }
+
+            if (!v) {
                 break;
             }
         }
@@ -240,12 +263,43 @@ llmr_cond_true(const llmr_cond_t *cond, const llmr_features_t *f,
         v = f->score >= 0 && f->score < cond->score;
         break;
 
+    /* a failed triage makes its conditions false, negated or not */
+
+    case LLMR_COND_TRIAGE:
+        if (f->triage == LLMR_TRIAGE_UNKNOWN) {
+            return -1;
+        }
+
+        if (f->triage == LLMR_TRIAGE_FAILED) {
+            return 0;
+        }
+
+        v = f->triage_len == cond->name.len
+            && llmr_label_equal(f->triage_label, cond->name.data,
+                                cond->name.len);
+        break;
+
     default: /* LLMR_COND_EXTERNAL */
         v = external ? external(data, cond) : 0;
         break;
     }
 
     return v != (int) cond->negate;
+}
+
+
+static int
+llmr_label_equal(const unsigned char *a, const unsigned char *b, size_t len)
+{
+    size_t  i;
+
+    for (i = 0; i < len; i++) {
+        if (llmr_lower(a[i]) != llmr_lower(b[i])) {
+            return 0;
+        }
+    }
+
+    return 1;
 }
 
 

@@ -359,6 +359,13 @@ external(void *data, const llmr_cond_t *cond)
 }
 
 
+/* a condition parsed, its error in the caller's err[] */
+
+#define cond(c, text)                                                         \
+    llmr_cond_parse(c, (const unsigned char *) (text), strlen(text), err,     \
+                    sizeof(err))
+
+
 static void
 test_rules(void)
 {
@@ -366,10 +373,6 @@ test_rules(void)
     llmr_cond_t       c[6];
     llmr_rule_t       rules[3];
     llmr_features_t   f;
-
-#define cond(c, text)                                                         \
-    llmr_cond_parse(c, (const unsigned char *) (text), strlen(text), err,     \
-                    sizeof(err))
 
     tap_is(cond(&c[0], "tokens>100"), LLMR_OK, "cond: tokens>");
     tap_is(c[0].type == LLMR_COND_TOKENS_GT && c[0].arg == 100, 1,
@@ -425,7 +428,6 @@ test_rules(void)
     tap_is(llmr_rules_eval(rules, 3, &f, NULL, NULL), 0,
            "rules: first match wins");
 
-#undef cond
 }
 
 
@@ -884,6 +886,178 @@ test_answer(void)
 }
 
 
+/* the triage request, from the text kept while parsing */
+
+static size_t
+triage_body(llmr_request_t *rq, const char *body, size_t chunk,
+    unsigned char *buf, size_t slot, unsigned slots, size_t history,
+    char *out)
+{
+    llmr_triage_t   t;
+    llmr_capture_t  c;
+    unsigned char  *end;
+
+    llmr_request_init(rq, &kw, 6);
+    llmr_capture_init(&c, buf, slot, slots);
+    rq->capture = &c;
+    parse_into(rq, body, chunk);
+
+    t.model.data = (const unsigned char *) "nano";
+    t.model.len = 4;
+    t.prompt.data = (const unsigned char *) "Judge \"it\".";
+    t.prompt.len = 11;
+    t.max_tokens = 8;
+    t.history = history;
+
+    end = llmr_triage_body(rq, &t, (unsigned char *) out);
+    *end = '\0';
+
+    llmr_request_free(rq);
+
+    if ((size_t) (end - (unsigned char *) out)
+        != llmr_triage_body_size(rq, &t))
+    {
+        return 0;
+    }
+
+    return end - (unsigned char *) out;
+}
+
+
+static void
+test_triage(void)
+{
+    char             out[2048], label[LLMR_LABEL_MAX], err[LLMR_ERROR_MAX];
+    size_t           n;
+    unsigned char    buf[8 * 64];
+    llmr_str_t       field;
+    llmr_cond_t      c[3];
+    llmr_rule_t      rules[2];
+    llmr_request_t   rq;
+    llmr_features_t  f;
+    const char      *body;
+
+    body = "{\"messages\":["
+           "{\"role\":\"system\",\"content\":\"Be brief.\"},"
+           "{\"role\":\"user\",\"content\":\"first\"},"
+           "{\"role\":\"assistant\",\"content\":\"answer one\"},"
+           "{\"content\":[{\"type\":\"text\",\"text\":\"compare\"},"
+           "{\"type\":\"image_url\",\"image_url\":{\"url\":\"x\"}},"
+           "{\"type\":\"text\",\"text\":\"th\\u00e9se\"}],\"role\":\"user\"},"
+           "{\"role\":\"tool\",\"content\":\"42\"}]}";
+
+#define expect(prefix, user)                                                  \
+    "{\"model\":\"nano\",\"messages\":[{\"role\":\"system\",\"content\":"      \
+    "\"Judge \\\"it\\\".\"},{\"role\":\"user\",\"content\":\"" prefix user     \
+    "\"}],\"max_tokens\":8,\"temperature\":0,\"stream\":false}"
+
+    /* text parts are joined by a newline, escaped as any control */
+
+    n = triage_body(&rq, body, 7, buf, 64, 8, 1000, out);
+    tap_is_str(out, n, expect("Conversation so far:\\nsystem: Be brief.\\n"
+                              "user: first\\nassistant: answer one\\n"
+                              "\\nRequest:\\n", "compare\\u000ath\xc3\xa9se"),
+               "triage: history, then the current user message");
+
+    n = triage_body(&rq, body, 3, buf, 64, 8, 12, out);
+    tap_is_str(out, n, expect("Conversation so far:\\nassistant: answer one"
+                              "\\n\\nRequest:\\n", "compare\\u000ath\xc3\xa9se"),
+               "triage: older messages only whole");
+
+    n = triage_body(&rq, body, 64, buf, 64, 8, 4, out);
+    tap_is_str(out, n, expect("Conversation so far:\\nassistant: answ"
+                              "\\n\\nRequest:\\n", "compare\\u000ath\xc3\xa9se"),
+               "triage: the last message may be cut");
+
+    n = triage_body(&rq, body, 64, buf, 64, 2, 1000, out);
+    tap_is_str(out, n, expect("", "compare\\u000ath\xc3\xa9se"),
+               "triage: two slots, no history");
+
+    n = triage_body(&rq, body, 5, buf, 11, 2, 1000, out);
+    tap_is_str(out, n, expect("", "compare\\u000ath"),
+               "triage: a cut keeps UTF-8 whole");
+
+    /* three slots: the tool messages after it do not push it out */
+
+    body = "{\"messages\":[{\"role\":\"user\",\"content\":\"q\"},"
+           "{\"role\":\"tool\",\"content\":\"1\"},"
+           "{\"role\":\"tool\",\"content\":\"2\"},"
+           "{\"role\":\"tool\",\"content\":\"3\"}]}";
+
+    n = triage_body(&rq, body, 64, buf, 64, 3, 1000, out);
+    tap_is_str(out, n, expect("", "q"),
+               "triage: the current message stays in the ring");
+
+#undef expect
+
+    /* labels */
+
+#define label_of(s, fld)                                                      \
+    (field.data = (const unsigned char *) (fld), field.len = strlen(fld),    \
+     llmr_triage_label((const unsigned char *) (s), strlen(s), &field,       \
+                       (unsigned char *) label, &n))
+
+    tap_is(label_of("Complex.", ""), LLMR_OK, "label: first word");
+    tap_is_str(label, n, "complex", "  in lower case");
+    tap_is(label_of("  **simple** because", ""), LLMR_OK,
+           "label: after punctuation");
+    tap_is_str(label, n, "simple", "  the word");
+    tap_is(label_of("multi-step", ""), LLMR_OK, "label: a dash");
+    tap_is_str(label, n, "multi-step", "  kept");
+    tap_is(label_of("?! ...", ""), LLMR_ERROR, "label: no word");
+    tap_is(label_of("abcdefghijklmnopqrstuvwxyz0123456", ""), LLMR_ERROR,
+           "label: a word too long");
+    tap_is(label_of("```json\n{\"why\":\"x\",\"label\":\"H\\u0041rd\"}\n```",
+                    "label"), LLMR_OK, "label: a JSON field in a fence");
+    tap_is_str(label, n, "hard", "  unescaped, in lower case");
+    tap_is(label_of("{\"x\":{\"label\":\"deep\"}}", "label"), LLMR_ERROR,
+           "label: a field of the top object only");
+    tap_is(label_of("{\"label\":3}", "label"), LLMR_ERROR,
+           "label: a string field");
+    tap_is(label_of("complex", "label"), LLMR_ERROR,
+           "label: no object, no field");
+
+#undef label_of
+
+    /* conditions and the walk */
+
+    tap_is(cond(&c[0], "triage=a.b"), LLMR_ERROR, "triage: bad label");
+    tap_is(cond(&c[0], "triage=Complex"), LLMR_OK, "triage: condition");
+    tap_is(c[0].type, LLMR_COND_TRIAGE, "  its type");
+    cond(&c[1], "code");
+    cond(&c[2], "!triage=simple");
+
+    rules[0].conds = &c[1];
+    rules[0].nconds = 1;
+    rules[1].conds = &c[0];
+    rules[1].nconds = 1;
+
+    memset(&f, 0, sizeof(f));
+    f.code = 1;
+
+    tap_is(llmr_rules_eval(rules, 2, &f, NULL, NULL), 0,
+           "triage: a rule before it matches, no verdict needed");
+
+    f.code = 0;
+    tap_is(llmr_rules_eval(rules, 2, &f, NULL, NULL), LLMR_RULES_PENDING,
+           "triage: the walk waits for the verdict");
+
+    f.triage = LLMR_TRIAGE_DONE;
+    memcpy(f.triage_label, "complex", 7);
+    f.triage_len = 7;
+    tap_is(llmr_rules_eval(rules, 2, &f, NULL, NULL), 1,
+           "triage: the verdict matches, case-insensitively");
+
+    rules[1].conds = &c[2];
+    tap_is(llmr_rules_eval(rules, 2, &f, NULL, NULL), 1,
+           "triage: a negated condition");
+
+    f.triage = LLMR_TRIAGE_FAILED;
+    tap_is(llmr_rules_eval(rules, 2, &f, NULL, NULL), -1,
+           "triage: failed, even a negated condition is false");
+}
+
+
 int
 main(void)
 {
@@ -909,6 +1083,7 @@ main(void)
     test_usage();
     test_classifier();
     test_answer();
+    test_triage();
 
     return tap_done();
 }
