@@ -4,7 +4,7 @@
 #                   (nginx-dev), or NGINX_SRC=/path/to/nginx-x.y.z make;
 #                   and build/llm-router, the offline companion
 #   make test       install what the tests need, build, run every test
-#   make demo       route between two local mock providers on 127.0.0.1:8080
+#   make demo       route between local mock providers on 127.0.0.1:8080
 #   make bench      the cost of the core per request (parse, rules, score)
 #   make routing-eval  learned routing on real outcomes (shared/routing-eval)
 

@@ -34,6 +34,8 @@ static ngx_int_t ngx_http_llm_router_strip_headers(ngx_http_request_t *r,
     ngx_http_llm_router_ctx_t *ctx);
 static ngx_int_t ngx_http_llm_router_credentials(ngx_http_request_t *r,
     ngx_http_llm_router_ctx_t *ctx);
+static ngx_int_t ngx_http_llm_router_push_header(ngx_pool_t *pool,
+    ngx_list_t *list, ngx_str_t *name, ngx_str_t *value);
 static ngx_uint_t ngx_http_llm_router_client_header(ngx_table_elt_t *h);
 static void ngx_http_llm_router_cleanup(void *data);
 
@@ -54,6 +56,10 @@ static ngx_str_t  ngx_http_llm_router_client_headers[] = {
     ngx_string("accept-encoding"),
     ngx_null_string
 };
+
+
+static ngx_str_t  ngx_http_llm_router_json_type =
+    ngx_string("application/json");
 
 
 static ngx_str_t  ngx_http_llm_router_auth_headers[] = {
@@ -139,6 +145,10 @@ ngx_http_llm_router_handler(ngx_http_request_t *r)
 
     ctx->request.classifier = llcf->classifier;
 
+    if (llcf->triage && ngx_http_llm_router_capture(r, ctx) != NGX_OK) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
     ctx->status = NGX_DONE;
 
     if (r->request_body) {
@@ -186,6 +196,7 @@ ngx_http_llm_router_cleanup(void *data)
     ngx_http_llm_router_ctx_t  *ctx = data;
 
     llmr_request_free(&ctx->request);
+    ngx_http_llm_router_triage_cleanup(ctx);
 }
 
 
@@ -245,6 +256,28 @@ ngx_http_llm_router_body_handler(ngx_http_request_t *r)
     ctx->parsing = 0;
     ctx->status = ngx_http_llm_router_route(r, ctx);
 
+    if (ctx->status == NGX_AGAIN) {
+        /* the triage model is asked: its verdict resumes the request */
+        r->write_event_handler = ngx_http_request_empty_handler;
+        return;
+    }
+
+    r->write_event_handler = ngx_http_core_run_phases;
+    ngx_http_core_run_phases(r);
+}
+
+
+/* posted once the triage verdict is known, or its time is up */
+
+void
+ngx_http_llm_router_resume(ngx_http_request_t *r)
+{
+    ngx_http_llm_router_ctx_t  *ctx;
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_llm_router_module);
+
+    ctx->status = ngx_http_llm_router_route(r, ctx);
+
     r->write_event_handler = ngx_http_core_run_phases;
     ngx_http_core_run_phases(r);
 }
@@ -259,7 +292,10 @@ ngx_http_llm_router_route(ngx_http_request_t *r,
     ngx_int_t        rc;
     struct timespec  t0, t1;
 
-    /* the decision's own time, in microseconds, for the metrics */
+    /*
+     * the decision's own time, in microseconds, for the metrics: not the
+     * time spent waiting for a triage verdict
+     */
 
     (void) clock_gettime(CLOCK_MONOTONIC, &t0);
 
@@ -267,8 +303,8 @@ ngx_http_llm_router_route(ngx_http_request_t *r,
 
     (void) clock_gettime(CLOCK_MONOTONIC, &t1);
 
-    ctx->decision_us = (t1.tv_sec - t0.tv_sec) * 1000000
-                       + (t1.tv_nsec - t0.tv_nsec) / 1000;
+    ctx->decision_us += (t1.tv_sec - t0.tv_sec) * 1000000
+                        + (t1.tv_nsec - t0.tv_nsec) / 1000;
 
     return rc;
 }
@@ -281,7 +317,7 @@ ngx_http_llm_router_decided(ngx_http_request_t *r,
     ngx_int_t                        rc;
     ngx_http_llm_router_loc_conf_t  *llcf;
 
-    if (llmr_request_finish(&ctx->request) != LLMR_OK) {
+    if (!ctx->parsed && llmr_request_finish(&ctx->request) != LLMR_OK) {
         ctx->error.data = (u_char *) ctx->request.error;
         ctx->error.len = ngx_strlen(ctx->request.error);
 
@@ -290,6 +326,8 @@ ngx_http_llm_router_decided(ngx_http_request_t *r,
 
         return NGX_HTTP_BAD_REQUEST;
     }
+
+    ctx->parsed = 1;
 
     rc = ngx_http_llm_router_decide(r, ctx);
     if (rc != NGX_OK) {
@@ -342,7 +380,7 @@ static ngx_int_t
 ngx_http_llm_router_decide(ngx_http_request_t *r,
     ngx_http_llm_router_ctx_t *ctx)
 {
-    ngx_int_t                         i;
+    ngx_int_t                         i, rc;
     llmr_rule_t                      *rule;
     llmr_features_t                  *f;
     ngx_http_llm_router_model_t      *models;
@@ -371,6 +409,20 @@ ngx_http_llm_router_decide(ngx_http_request_t *r,
 
         i = llmr_rules_eval(rule, llcf->rules->nelts, f,
                             ngx_http_llm_router_var_test, r);
+
+        if (i == LLMR_RULES_PENDING) {
+            /* the rules before did not match: the triage model is asked */
+
+            rc = ngx_http_llm_router_ask(r, ctx);
+            if (rc != NGX_OK) {
+                return rc;
+            }
+
+            /* a cached verdict, or a triage that failed at once */
+
+            i = llmr_rules_eval(rule, llcf->rules->nelts, f,
+                                ngx_http_llm_router_var_test, r);
+        }
 
         if (i >= 0) {
             ctx->model = &models[rule[i].model];
@@ -650,6 +702,11 @@ ngx_http_llm_router_strip_headers(ngx_http_request_t *r,
     ngx_list_part_t  *part;
     ngx_table_elt_t  *h, *e;
 
+    if (ctx->headers.nalloc) {
+        /* done before the triage model was asked */
+        return NGX_OK;
+    }
+
     list = &r->headers_in.headers;
     n = 0;
 
@@ -705,9 +762,7 @@ static ngx_int_t
 ngx_http_llm_router_credentials(ngx_http_request_t *r,
     ngx_http_llm_router_ctx_t *ctx)
 {
-    u_char                       *p;
-    ngx_str_t                     key, *name;
-    ngx_table_elt_t              *h;
+    ngx_str_t                    auth;
     ngx_http_llm_router_model_t  *model;
 
     model = ctx->model;
@@ -716,54 +771,155 @@ ngx_http_llm_router_credentials(ngx_http_request_t *r,
     r->headers_in.headers = ctx->headers;
     r->headers_in.headers.last = &r->headers_in.headers.part;
 
+    if (ngx_http_llm_router_auth(r, model, &auth) != NGX_OK) {
+        ngx_str_set(&ctx->error, "the model has no credentials");
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    if (auth.len
+        && ngx_http_llm_router_push_header(r->pool, &r->headers_in.headers,
+                            &ngx_http_llm_router_auth_headers[model->auth],
+                            &auth)
+           != NGX_OK)
+    {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    return NGX_OK;
+}
+
+
+/* the value of the model's credentials header; empty for auth none */
+
+ngx_int_t
+ngx_http_llm_router_auth(ngx_http_request_t *r,
+    ngx_http_llm_router_model_t *model, ngx_str_t *value)
+{
+    u_char     *p;
+    ngx_str_t   key;
+
+    ngx_str_null(value);
+
     if (model->auth == NGX_HTTP_LLM_ROUTER_AUTH_NONE) {
         return NGX_OK;
     }
 
     if (ngx_http_complex_value(r, model->key, &key) != NGX_OK) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        return NGX_ERROR;
     }
 
     if (key.len == 0) {
         ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
                       "llm_router: the key of model \"%V\" is empty",
                       &model->name);
-        ngx_str_set(&ctx->error, "the model has no credentials");
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        return NGX_ERROR;
     }
 
-    h = ngx_list_push(&r->headers_in.headers);
+    if (model->auth != NGX_HTTP_LLM_ROUTER_AUTH_BEARER) {
+        *value = key;
+        return NGX_OK;
+    }
+
+    p = ngx_pnalloc(r->pool, sizeof("Bearer ") - 1 + key.len);
+    if (p == NULL) {
+        return NGX_ERROR;
+    }
+
+    value->data = p;
+    p = ngx_cpymem(p, "Bearer ", sizeof("Bearer ") - 1);
+    p = ngx_cpymem(p, key.data, key.len);
+    value->len = p - value->data;
+
+    return NGX_OK;
+}
+
+
+/*
+ * The headers of a triage subrequest: the client's without credentials,
+ * in a list of its own, the model's key and a JSON content type, its
+ * body being the module's whatever the client's was.  The list is made
+ * before the subrequest, which must never start with the client's.
+ */
+
+ngx_int_t
+ngx_http_llm_router_triage_headers(ngx_http_request_t *r,
+    ngx_http_llm_router_ctx_t *ctx, ngx_http_llm_router_model_t *model,
+    ngx_str_t *auth, ngx_list_t *list)
+{
+    ngx_str_t         name;
+    ngx_uint_t        i;
+    ngx_table_elt_t  *h, *e;
+
+    if (ngx_http_llm_router_strip_headers(r, ctx) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    if (ngx_list_init(list, r->pool, ctx->headers.part.nelts + 2,
+                      sizeof(ngx_table_elt_t))
+        != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    h = ctx->headers.part.elts;
+
+    for (i = 0; i < ctx->headers.part.nelts; i++) {
+        if (h[i].key.len == sizeof("content-type") - 1
+            && ngx_strncmp(h[i].lowcase_key, "content-type",
+                           sizeof("content-type") - 1) == 0)
+        {
+            continue;
+        }
+
+        e = ngx_list_push(list);
+        if (e == NULL) {
+            return NGX_ERROR;
+        }
+
+        *e = h[i];
+    }
+
+    ngx_str_set(&name, "Content-Type");
+
+    if (ngx_http_llm_router_push_header(r->pool, list, &name,
+                                        &ngx_http_llm_router_json_type)
+        != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    if (auth->len == 0) {
+        return NGX_OK;
+    }
+
+    return ngx_http_llm_router_push_header(r->pool, list,
+                              &ngx_http_llm_router_auth_headers[model->auth],
+                              auth);
+}
+
+
+static ngx_int_t
+ngx_http_llm_router_push_header(ngx_pool_t *pool, ngx_list_t *list,
+    ngx_str_t *name, ngx_str_t *value)
+{
+    ngx_table_elt_t  *h;
+
+    h = ngx_list_push(list);
     if (h == NULL) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        return NGX_ERROR;
     }
-
-    name = &ngx_http_llm_router_auth_headers[model->auth];
 
     h->key = *name;
-    h->lowcase_key = ngx_pnalloc(r->pool, name->len);
+    h->value = *value;
+    h->lowcase_key = ngx_pnalloc(pool, name->len);
     if (h->lowcase_key == NULL) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        return NGX_ERROR;
     }
 
     h->hash = ngx_hash_strlow(h->lowcase_key, name->data, name->len);
 #if (nginx_version >= 1023000)
     h->next = NULL;
 #endif
-
-    if (model->auth == NGX_HTTP_LLM_ROUTER_AUTH_BEARER) {
-        p = ngx_pnalloc(r->pool, sizeof("Bearer ") - 1 + key.len);
-        if (p == NULL) {
-            return NGX_HTTP_INTERNAL_SERVER_ERROR;
-        }
-
-        h->value.data = p;
-        p = ngx_cpymem(p, "Bearer ", sizeof("Bearer ") - 1);
-        p = ngx_cpymem(p, key.data, key.len);
-        h->value.len = p - h->value.data;
-
-    } else {
-        h->value = key;
-    }
 
     return NGX_OK;
 }

@@ -73,6 +73,11 @@ ngx_http_llm_router_header_filter(ngx_http_request_t *r)
 
     if (r != r->main) {
 
+        if (ctx && r == ctx->triage_sr) {
+            /* the triage model's answer is the router's, not the client's */
+            return ngx_http_llm_router_triage_header(r, ctx);
+        }
+
         /* a try of failover: dropped, or the header of the answer */
 
         if (ctx && r == ctx->sr) {
@@ -239,6 +244,10 @@ ngx_http_llm_router_body_filter(ngx_http_request_t *r, ngx_chain_t *in)
     ngx_http_llm_router_ctx_t  *ctx;
 
     ctx = ngx_http_get_module_ctx(r->main, ngx_http_llm_router_module);
+
+    if (ctx && r == ctx->triage_sr) {
+        return ngx_http_llm_router_triage_body(r, ctx, in);
+    }
 
     if (ctx == NULL || (r != r->main && r != ctx->sr)) {
         return ngx_http_next_body_filter(r, in);

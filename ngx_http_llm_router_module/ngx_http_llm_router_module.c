@@ -280,6 +280,20 @@ static ngx_command_t  ngx_http_llm_router_commands[] = {
       offsetof(ngx_http_llm_router_loc_conf_t, escalate_buffer),
       NULL },
 
+    { ngx_string("llm_router_triage"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_1MORE,
+      ngx_http_llm_router_triage,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("llm_router_triage_prompt"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_str_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_llm_router_loc_conf_t, triage_prompt),
+      NULL },
+
     { ngx_string("llm_router_pin"),
       NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_FLAG,
       ngx_conf_set_flag_slot,
@@ -1563,6 +1577,7 @@ ngx_http_llm_router_create_loc_conf(ngx_conf_t *cf)
      *     llcf->vars = NULL;
      *     llcf->default_name = { 0, NULL };
      *     llcf->default_model = NULL;
+     *     llcf->triage_prompt = { 0, NULL };
      */
 
     llcf->enable = NGX_CONF_UNSET;
@@ -1581,6 +1596,7 @@ ngx_http_llm_router_create_loc_conf(ngx_conf_t *cf)
     llcf->escalate_require = NGX_CONF_UNSET_PTR;
     llcf->pin = NGX_CONF_UNSET;
     llcf->history = NGX_CONF_UNSET;
+    llcf->triage = NGX_CONF_UNSET_PTR;
 
     return llcf;
 }
@@ -1648,6 +1664,10 @@ ngx_http_llm_router_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
         conf->default_name = prev->default_name;
         conf->default_file = prev->default_file;
         conf->default_line = prev->default_line;
+    }
+
+    if (ngx_http_llm_router_merge_triage(cf, prev, conf) != NGX_CONF_OK) {
+        return NGX_CONF_ERROR;
     }
 
     if (ngx_http_llm_router_resolve(cf, conf) != NGX_OK) {
@@ -1814,6 +1834,17 @@ ngx_http_llm_router_resolve(ngx_conf_t *cf,
                 ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
                               "a \"score\" condition needs "
                               "\"llm_router_classifier\" in "
+                              "\"llm_router_rule\" in %s:%ui",
+                              src[i].file, src[i].line);
+                return NGX_ERROR;
+            }
+
+            if (cond->type == LLMR_COND_TRIAGE
+                && ngx_http_llm_router_on(conf) && conf->triage == NULL)
+            {
+                ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
+                              "a \"triage\" condition needs "
+                              "\"llm_router_triage\" in "
                               "\"llm_router_rule\" in %s:%ui",
                               src[i].file, src[i].line);
                 return NGX_ERROR;

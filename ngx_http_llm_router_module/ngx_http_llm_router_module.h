@@ -166,6 +166,10 @@ typedef struct {
     ngx_http_llm_router_rate_t     fallbacks;
     ngx_rbtree_t                   spends;        /* of budgets, by key */
     ngx_rbtree_node_t              sentinel;
+    ngx_rbtree_t                   verdicts;      /* of triage, by hash */
+    ngx_rbtree_node_t              verdict_sentinel;
+    ngx_queue_t                    verdict_lru;   /* the last used first */
+    ngx_uint_t                     nverdicts;
 } ngx_http_llm_router_shm_t;
 
 
@@ -193,6 +197,22 @@ typedef struct {
     ngx_array_t                    budgets; /* ngx_http_llm_router_budget_t */
     ngx_http_llm_router_alert_t    alerts[NGX_HTTP_LLM_ROUTER_RATES];
 } ngx_http_llm_router_main_conf_t;
+
+
+/* llm_router_triage: the location that reaches a small model */
+
+typedef struct {
+    ngx_str_t                      uri;
+    ngx_str_t                      model_name;
+    ngx_http_llm_router_model_t   *model;
+    ngx_msec_t                     timeout;
+    ngx_uint_t                     max_tokens;
+    size_t                         history;       /* bytes */
+    ngx_str_t                      field;         /* JSON, or first word */
+    time_t                         cache;         /* seconds, 0: off */
+    u_char                        *file;
+    ngx_uint_t                     line;
+} ngx_http_llm_router_triage_t;
 
 
 /* a rule condition on a variable: "$var=value" or "$var~regex" */
@@ -243,6 +263,9 @@ typedef struct {
     llmr_classifier_t             *classifier;
     u_char                        *classifier_file;
     ngx_uint_t                     classifier_line;
+
+    ngx_http_llm_router_triage_t  *triage;
+    ngx_str_t                      triage_prompt;
 
     ngx_http_handler_pt            content;      /* explain or status */
 
@@ -311,13 +334,28 @@ typedef struct {
     ngx_uint_t                     nreservations;
     time_t                         retry_after;   /* of a budget's 429 */
 
+    /* triage: the small model's verdict, asked once */
+    ngx_http_request_t            *triage_sr;
+    ngx_event_t                    triage_timer;
+    ngx_buf_t                     *triage_answer;
+    ngx_msec_t                     triage_start;
+    ngx_msec_t                     triage_latency;
+    uint64_t                       triage_cost;   /* pico-USD */
+    uint32_t                       triage_hash[2];
+    const char                    *triage_error;
+    ngx_uint_t                     triage_status;
+
     /* the phase handler's answer once the body is read */
     ngx_int_t                      status;
     ngx_str_t                      error;
     ngx_buf_t                     *error_buf;
 
     unsigned                       parsing:1;
+    unsigned                       parsed:1;
     unsigned                       routed:1;
+    unsigned                       triage_waiting:1;
+    unsigned                       triage_cached:1;
+    unsigned                       triage_too_large:1;
     unsigned                       failover:1;
     unsigned                       sr_failed:1;
     unsigned                       sr_complete:1;
@@ -387,6 +425,26 @@ u_char *ngx_http_llm_router_prom_escape(u_char *p, u_char *data,
 ngx_int_t ngx_http_llm_router_check_label(ngx_conf_t *cf, ngx_str_t *name);
 ngx_int_t ngx_http_llm_router_find(ngx_array_t *a, ngx_str_t *name);
 ngx_int_t ngx_http_llm_router_status_handler(ngx_http_request_t *r);
+char *ngx_http_llm_router_triage(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+char *ngx_http_llm_router_merge_triage(ngx_conf_t *cf,
+    ngx_http_llm_router_loc_conf_t *prev,
+    ngx_http_llm_router_loc_conf_t *conf);
+ngx_int_t ngx_http_llm_router_capture(ngx_http_request_t *r,
+    ngx_http_llm_router_ctx_t *ctx);
+ngx_int_t ngx_http_llm_router_ask(ngx_http_request_t *r,
+    ngx_http_llm_router_ctx_t *ctx);
+ngx_int_t ngx_http_llm_router_triage_header(ngx_http_request_t *sr,
+    ngx_http_llm_router_ctx_t *ctx);
+ngx_int_t ngx_http_llm_router_triage_body(ngx_http_request_t *sr,
+    ngx_http_llm_router_ctx_t *ctx, ngx_chain_t *in);
+void ngx_http_llm_router_triage_cleanup(ngx_http_llm_router_ctx_t *ctx);
+void ngx_http_llm_router_resume(ngx_http_request_t *r);
+ngx_int_t ngx_http_llm_router_auth(ngx_http_request_t *r,
+    ngx_http_llm_router_model_t *model, ngx_str_t *value);
+ngx_int_t ngx_http_llm_router_triage_headers(ngx_http_request_t *r,
+    ngx_http_llm_router_ctx_t *ctx, ngx_http_llm_router_model_t *model,
+    ngx_str_t *auth, ngx_list_t *list);
 ngx_int_t ngx_http_llm_router_send_buf(ngx_http_request_t *r, ngx_buf_t *b,
     ngx_str_t *type);
 ngx_int_t ngx_http_llm_router_hold(ngx_http_request_t *sr,

@@ -20,6 +20,8 @@ static ngx_int_t ngx_http_llm_router_est_tokens_variable(
     ngx_http_request_t *r, ngx_http_variable_value_t *v, uintptr_t data);
 static ngx_int_t ngx_http_llm_router_score_variable(ngx_http_request_t *r,
     ngx_http_variable_value_t *v, uintptr_t data);
+static ngx_int_t ngx_http_llm_router_triage_variable(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v, uintptr_t data);
 static ngx_int_t ngx_http_llm_router_cost_variable(ngx_http_request_t *r,
     ngx_http_variable_value_t *v, uintptr_t data);
 static ngx_int_t ngx_http_llm_router_log_variable(ngx_http_request_t *r,
@@ -29,6 +31,8 @@ static size_t ngx_http_llm_router_attempts_size(
 static u_char *ngx_http_llm_router_attempts(u_char *p,
     ngx_http_llm_router_ctx_t *ctx, ngx_http_llm_router_account_t *a,
     ngx_uint_t status, ngx_msec_int_t ms);
+static u_char *ngx_http_llm_router_triage_record(u_char *p,
+    ngx_http_llm_router_ctx_t *ctx);
 static ngx_http_llm_router_ctx_t *ngx_http_llm_router_routed(
     ngx_http_request_t *r, ngx_http_variable_value_t *v);
 static void ngx_http_llm_router_value(ngx_http_variable_value_t *v,
@@ -62,6 +66,10 @@ static ngx_http_variable_t  ngx_http_llm_router_vars[] = {
 
     { ngx_string("llm_router_score"), NULL,
       ngx_http_llm_router_score_variable, 0,
+      NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
+    { ngx_string("llm_router_triage"), NULL,
+      ngx_http_llm_router_triage_variable, 0,
       NGX_HTTP_VAR_NOCACHEABLE, 0 },
 
     { ngx_string("llm_router_cost"), NULL,
@@ -128,19 +136,34 @@ ngx_http_llm_router_value(ngx_http_variable_value_t *v, u_char *data,
 }
 
 
+/* in the triage subrequest, the model is the triage model */
+
 static ngx_int_t
 ngx_http_llm_router_model_variable(ngx_http_request_t *r,
     ngx_http_variable_value_t *v, uintptr_t data)
 {
-    ngx_str_t                  *s;
-    ngx_http_llm_router_ctx_t  *ctx;
+    ngx_str_t                       *s;
+    ngx_http_llm_router_ctx_t       *ctx;
+    ngx_http_llm_router_model_t     *model;
+    ngx_http_llm_router_loc_conf_t  *llcf;
 
-    ctx = ngx_http_llm_router_routed(r, v);
-    if (ctx == NULL) {
-        return NGX_OK;
+    ctx = ngx_http_get_module_ctx(r->main, ngx_http_llm_router_module);
+
+    if (ctx && r == ctx->triage_sr) {
+        llcf = ngx_http_get_module_loc_conf(r->main,
+                                            ngx_http_llm_router_module);
+        model = llcf->triage->model;
+
+    } else {
+        ctx = ngx_http_llm_router_routed(r, v);
+        if (ctx == NULL) {
+            return NGX_OK;
+        }
+
+        model = ctx->model;
     }
 
-    s = (ngx_str_t *) ((char *) ctx->model + data);
+    s = (ngx_str_t *) ((char *) model + data);
 
     ngx_http_llm_router_value(v, s->data, s->len);
 
@@ -219,6 +242,29 @@ ngx_http_llm_router_score_variable(ngx_http_request_t *r,
 
 
 static ngx_int_t
+ngx_http_llm_router_triage_variable(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v, uintptr_t data)
+{
+    ngx_http_llm_router_ctx_t  *ctx;
+
+    ctx = ngx_http_llm_router_routed(r, v);
+    if (ctx == NULL) {
+        return NGX_OK;
+    }
+
+    if (ctx->request.f.triage != LLMR_TRIAGE_DONE) {
+        v->not_found = 1;
+        return NGX_OK;
+    }
+
+    ngx_http_llm_router_value(v, ctx->request.f.triage_label,
+                              ctx->request.f.triage_len);
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
 ngx_http_llm_router_cost_variable(ngx_http_request_t *r,
     ngx_http_variable_value_t *v, uintptr_t data)
 {
@@ -284,7 +330,7 @@ ngx_http_llm_router_account(ngx_http_request_t *r,
 }
 
 
-/* the answer's cost and that of escalated answers before it */
+/* the answer's cost, that of escalated answers before it and triage's */
 
 uint64_t
 ngx_http_llm_router_total_cost(ngx_http_llm_router_ctx_t *ctx,
@@ -293,7 +339,7 @@ ngx_http_llm_router_total_cost(ngx_http_llm_router_ctx_t *ctx,
     uint64_t    cost;
     ngx_uint_t  i;
 
-    cost = a->cost;
+    cost = a->cost + (ctx ? ctx->triage_cost : 0);
 
     for (i = 0; ctx && i < ctx->nattempts; i++) {
         if (i != ctx->answered) {
@@ -309,6 +355,10 @@ ngx_http_llm_router_total_cost(ngx_http_llm_router_ctx_t *ctx,
     "\"model\":,\"upstream_model\":,\"rule\":,\"stream\":false,"             \
     "\"messages\":,\"est_tokens\":,\"score\":"
 
+#define NGX_HTTP_LLM_ROUTER_TRIAGE_FIELDS                                     \
+    ",\"triage\":{\"verdict\":\"\",\"cached\":false,\"latency_ms\":,"         \
+    "\"status\":,\"cost_usd\":},\"triage_error\":\"\""
+
 
 /*
  * The decision, shared by the log record and llm_router_explain: nulls
@@ -321,7 +371,10 @@ ngx_http_llm_router_decision_size(ngx_http_llm_router_ctx_t *ctx)
     size_t  len;
 
     len = sizeof(NGX_HTTP_LLM_ROUTER_DECISION_FIELDS) - 1
-          + 2 * NGX_INT32_LEN + LLMR_SCORE_MAX;
+          + 2 * NGX_INT32_LEN + LLMR_SCORE_MAX
+          + sizeof(NGX_HTTP_LLM_ROUTER_TRIAGE_FIELDS) - 1
+          + 6 * LLMR_LABEL_MAX + 2 * NGX_INT_T_LEN + LLMR_USD_MAX
+          + sizeof("credentials") - 1;
 
     if (ctx == NULL || !ctx->routed) {
         return len + 3 * (sizeof("null") - 1);
@@ -364,7 +417,56 @@ ngx_http_llm_router_decision(u_char *p, ngx_http_llm_router_ctx_t *ctx)
                     "\"score\":", f->stream ? "true" : "false",
                     f->messages, f->est_tokens);
 
-    return p + llmr_score_format(p, f->score);
+    p += llmr_score_format(p, f->score);
+
+    return ngx_http_llm_router_triage_record(p, ctx);
+}
+
+
+/*
+ * "triage": null when the triage model was not asked, else its verdict
+ * (null when it failed), whether it came from the cache, and the call's
+ * latency, status and cost; "triage_error": why it failed, or null.
+ */
+
+static u_char *
+ngx_http_llm_router_triage_record(u_char *p, ngx_http_llm_router_ctx_t *ctx)
+{
+    ngx_str_t         label;
+    llmr_features_t  *f;
+
+    if (ctx == NULL || !ctx->routed
+        || ctx->request.f.triage == LLMR_TRIAGE_UNKNOWN)
+    {
+        return ngx_cpymem(p, ",\"triage\":null,\"triage_error\":null",
+                          sizeof(",\"triage\":null,\"triage_error\":null")
+                          - 1);
+    }
+
+    f = &ctx->request.f;
+
+    if (f->triage == LLMR_TRIAGE_DONE) {
+        label.data = f->triage_label;
+        label.len = f->triage_len;
+
+    } else {
+        ngx_str_null(&label);
+    }
+
+    p = ngx_cpymem(p, ",\"triage\":{\"verdict\":",
+                   sizeof(",\"triage\":{\"verdict\":") - 1);
+    p = ngx_http_llm_router_json(p, &label);
+    p = ngx_sprintf(p, ",\"cached\":%s,\"latency_ms\":%M,\"status\":%ui,"
+                    "\"cost_usd\":", ctx->triage_cached ? "true" : "false",
+                    ctx->triage_latency, ctx->triage_status);
+    p += llmr_usd_format(p, ctx->triage_cost);
+
+    if (ctx->triage_error) {
+        return ngx_sprintf(p, "},\"triage_error\":\"%s\"", ctx->triage_error);
+    }
+
+    return ngx_cpymem(p, "},\"triage_error\":null",
+                      sizeof("},\"triage_error\":null") - 1);
 }
 
 

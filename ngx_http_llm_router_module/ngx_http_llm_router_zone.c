@@ -228,6 +228,9 @@ ngx_http_llm_router_init_zone(ngx_shm_zone_t *shm_zone, void *data)
     }
 
     ngx_rbtree_init(&shm->spends, &shm->sentinel, ngx_rbtree_insert_value);
+    ngx_rbtree_init(&shm->verdicts, &shm->verdict_sentinel,
+                    ngx_rbtree_insert_value);
+    ngx_queue_init(&shm->verdict_lru);
 
     lmcf->shm = shm;
     shpool->data = shm;
