@@ -69,6 +69,16 @@ lr_cmd_cascade(int argc, char **argv)
 
     n = lr_options_parse(argc, argv, opts, lr_nelts(opts));
 
+    rc = (n == 1
+          && lr_patterns_compile(&cc.refuse, &patterns) == LLMR_OK
+          && lr_patterns_compile(&cc.require, &required) == LLMR_OK)
+         ? LLMR_OK : LLMR_ERROR;
+
+    /* compiled, the patterns no longer need the lists of arguments */
+
+    free(patterns.items);
+    free(required.items);
+
     if (n != 1) {
         if (n >= 0) {
             lr_error("cascade: one DATA.jsonl expected");
@@ -77,10 +87,7 @@ lr_cmd_cascade(int argc, char **argv)
         return LR_EXIT_USAGE;
     }
 
-    if (lr_patterns_compile(&cc.refuse, &patterns) != LLMR_OK
-        || lr_patterns_compile(&cc.require, &required) != LLMR_OK
-        || lr_input_open(&in, argv[0]) != LLMR_OK)
-    {
+    if (rc != LLMR_OK || lr_input_open(&in, argv[0]) != LLMR_OK) {
         lr_patterns_free(&cc.refuse);
         lr_patterns_free(&cc.require);
         return LR_EXIT_FAILURE;
