@@ -4,6 +4,8 @@
 #                   (nginx-dev), or NGINX_SRC=/path/to/nginx-x.y.z make;
 #                   and build/llm-router, the offline companion
 #   make test       install what the tests need, build, run every test
+#   make test-asan  the same with AddressSanitizer and UBSan, in build/asan
+#   make test-valgrind  every test with nginx under valgrind memcheck
 #   make demo       route between local mock providers on 127.0.0.1:8080
 #   make bench      the cost of the core per request (parse, rules, score)
 #   make routing-eval  learned routing on real outcomes (shared/routing-eval)
@@ -20,6 +22,19 @@ MODULE_DEPS := config $(wildcard $(SRC_DIR)/*.[ch] $(CORE_DIR)/*.[ch])
 
 CC          ?= cc
 CORE_CFLAGS := -std=c99 -O2 -g -Wall -Wextra -pedantic -Werror -I$(CORE_DIR)
+
+# SANITIZE=address,undefined builds everything with those sanitizers:
+# `make test-asan` does, into build/asan, with an nginx of its own built
+# from Debian's source whose pools allocate each block apart
+# (NGX_DEBUG_PALLOC), so that an overflow in a pool is caught too
+SANITIZE    ?=
+ifneq ($(SANITIZE),)
+SANITIZE_CFLAGS := -fsanitize=$(SANITIZE) -fno-omit-frame-pointer
+CORE_CFLAGS += $(SANITIZE_CFLAGS)
+NGX_CFLAGS  := $(SANITIZE_CFLAGS) -DNGX_DEBUG_PALLOC=1
+NGX_SANITIZE := --with-ld-opt=-fsanitize=$(SANITIZE) \
+                --error-log-path=stderr
+endif
 
 UNIT_TESTS  := $(patsubst t/unit/%.c,$(BUILD)/t/%,$(wildcard t/unit/*.c))
 
@@ -38,7 +53,8 @@ CONFIGURE := $$(test -x configure && echo ./configure \
 NGINX_TREE := $(NGINX_SRC)
 endif
 
-.PHONY: all module cli deps test unit bench routing-eval demo clean FORCE
+.PHONY: all module cli nginx deps test test-asan test-valgrind unit bench \
+        routing-eval demo clean FORCE
 
 all: module cli
 
@@ -55,7 +71,8 @@ $(NGINX_BUILD)/objs/Makefile: config $(BUILD)/nginx-tree
 	rm -rf $(NGINX_BUILD)
 	mkdir -p $(BUILD)
 	cp -a $(NGINX_TREE) $(NGINX_BUILD)
-	cd $(NGINX_BUILD) && bash -c '$(CONFIGURE) --add-dynamic-module=$(CURDIR)' \
+	cd $(NGINX_BUILD) && CFLAGS='$(NGX_CFLAGS)' bash -c \
+	    '$(CONFIGURE) $(NGX_SANITIZE) --add-dynamic-module=$(CURDIR)' \
 	    > $(BUILD)/configure.log 2>&1 \
 	    || { tail -20 $(BUILD)/configure.log; exit 1; }
 
@@ -64,6 +81,10 @@ $(MODULE): $(NGINX_BUILD)/objs/Makefile $(MODULE_DEPS)
 	@# a new file, not new bytes in the old one: a running nginx maps it
 	cp $(NGINX_BUILD)/objs/ngx_http_llm_router_module.so $@.tmp
 	mv -f $@.tmp $@
+
+# the nginx binary, of an NGINX_SRC tree
+nginx: $(NGINX_BUILD)/objs/Makefile
+	$(MAKE) -C $(NGINX_BUILD) -f objs/Makefile binary
 
 $(CLI): $(CLI_SRCS) tools/llm-router/llm_router.h $(CORE_SRCS) \
         $(CORE_DIR)/llmr.h
@@ -95,6 +116,17 @@ deps:
 test: deps
 	$(MAKE) all unit
 	prove -I t/lib t/
+
+test-asan: deps
+	$(MAKE) BUILD=$(BUILD)/asan SANITIZE=address,undefined \
+	    NGINX_SRC=$$(./tools/apt-source nginx nginx $(BUILD)/src) \
+	    all unit nginx
+	./tools/test-sanitized asan $(BUILD)/asan
+
+test-valgrind:
+	./tools/install-deps valgrind
+	$(MAKE) all unit
+	./tools/test-sanitized valgrind $(BUILD)
 
 demo: deps
 	$(MAKE) all

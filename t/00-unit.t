@@ -6,7 +6,7 @@ use strict;
 use warnings;
 use FindBin;
 
-my $bin = "$FindBin::Bin/../build/t/core";
+my $bin = ($ENV{LLMR_BUILD} // "$FindBin::Bin/../build") . '/t/core';
 
 unless (-x $bin) {
     print "Bail out! $bin is not built: run make unit\n";

@@ -11,7 +11,7 @@ use POSIX ();
 use Test::More;
 use LLMRouterTest qw(json_encode json_decode);
 
-my $BIN = "$LLMRouterTest::REPO/build/llm-router";
+my $BIN = "$LLMRouterTest::BUILD/llm-router";
 BAIL_OUT("$BIN is not built: run make") unless -x $BIN;
 
 my $dir = tempdir('llmr-cli-XXXXXX', TMPDIR => 1, CLEANUP => !$ENV{LLMR_KEEP});

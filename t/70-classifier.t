@@ -9,7 +9,7 @@ use warnings;
 use Test::More;
 use LLMRouterTest qw(json_encode json_decode);
 
-my $cli = "$LLMRouterTest::REPO/build/llm-router";
+my $cli = "$LLMRouterTest::BUILD/llm-router";
 BAIL_OUT("llm-router not built: run make") unless -x $cli;
 
 my $t = LLMRouterTest->new;

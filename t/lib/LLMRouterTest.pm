@@ -48,6 +48,9 @@ our @EXPORT_OK = qw(user convo words route_of bytes_is json_encode json_decode u
                     only content_of usage_of);
 
 our $REPO = abs_path(dirname(abs_path(__FILE__)) . '/../..');
+
+# what the tests run: LLMR_BUILD=build/asan for the sanitized build
+our $BUILD = abs_path($ENV{LLMR_BUILD} // "$REPO/build");
 my $JSON = JSON::PP->new->utf8->canonical;
 my @TEMP_PATHS = qw(client_body proxy fastcgi uwsgi scgi);
 my @LIVE;
@@ -70,7 +73,7 @@ END {
 sub new {
     my ($class, %opt) = @_;
     my $nginx = $ENV{NGINX_BIN} // '/usr/sbin/nginx';
-    my $module = $ENV{LLMR_MODULE} // "$REPO/build/ngx_http_llm_router_module.so";
+    my $module = $ENV{LLMR_MODULE} // "$BUILD/ngx_http_llm_router_module.so";
     BAIL_OUT("nginx binary not found: $nginx") unless -x $nginx;
     $module = undef if $opt{no_module};
     BAIL_OUT("module not built: run make ($module is missing)")
@@ -143,6 +146,10 @@ sub config {
     my $level = $ENV{LLMR_DEBUG} ? 'debug' : 'info';
     my $temp = join '', map { "    ${_}_temp_path $p/${_}_temp;\n" } @TEMP_PATHS;
     my $load = $self->{module} ? "load_module $self->{module};\n" : '';
+
+    # nginx gives its workers only the environment it is told to
+    $load .= join '', map { "env $_;\n" } grep { exists $ENV{$_} }
+                      qw(ASAN_OPTIONS UBSAN_OPTIONS LSAN_OPTIONS);
 
     $self->write_file('nginx.conf', <<"EOF");
 ${load}daemon off;
@@ -272,7 +279,7 @@ sub stop {
 
     my $log = substr($self->error_log, $self->{log_offset})
             . slurp("$self->{prefix}/stderr.log");
-    my @bad = grep { /\[(?:alert|emerg|crit)\]|exited on signal|segfault/ }
+    my @bad = grep { /\[(?:alert|emerg|crit)\]|exited on signal|segfault|Sanitizer|runtime error:/ }
               split /\n/, $log;
     push @bad, 'nginx did not exit on SIGTERM' if $self->{killed};
     ok(!@bad, 'no alert/crit/emerg/crash in error.log')
