@@ -69,7 +69,8 @@ enum {
     NGX_HTTP_LLM_ROUTER_SERIES_FALLBACK,         /* from, to, reason */
     NGX_HTTP_LLM_ROUTER_SERIES_ESCALATION,       /* from, to, reason */
     NGX_HTTP_LLM_ROUTER_SERIES_ERROR,            /* model, status */
-    NGX_HTTP_LLM_ROUTER_SERIES_BUDGET            /* budget, action */
+    NGX_HTTP_LLM_ROUTER_SERIES_BUDGET,           /* budget, action */
+    NGX_HTTP_LLM_ROUTER_SERIES_TRIAGE            /* model, result */
 };
 
 
@@ -340,6 +341,8 @@ typedef struct {
     ngx_buf_t                     *triage_answer;
     ngx_msec_t                     triage_start;
     ngx_msec_t                     triage_latency;
+    uint64_t                       triage_prompt;
+    uint64_t                       triage_completion;
     uint64_t                       triage_cost;   /* pico-USD */
     uint32_t                       triage_hash[2];
     const char                    *triage_error;

@@ -64,6 +64,9 @@ static ngx_http_llm_router_metric_t  ngx_http_llm_router_metrics[] = {
     { NGX_HTTP_LLM_ROUTER_SERIES_BUDGET, "llm_router_budget_actions_total",
       "Requests a budget downgraded or rejected.",
       { "budget", "action", NULL } },
+    { NGX_HTTP_LLM_ROUTER_SERIES_TRIAGE, "llm_router_triage_total",
+      "Triage verdicts asked of a small model, by model and result.",
+      { "model", "result", NULL } },
     { 0, NULL, NULL, { NULL, NULL, NULL } }
 };
 

@@ -588,6 +588,8 @@ ngx_http_llm_router_judge(ngx_http_request_t *r,
     }
 
     models = lmcf->models.elts;
+    ctx->triage_prompt = prompt;
+    ctx->triage_completion = completion;
     ctx->triage_cost = llmr_cost(&lmcf->core_models[t->model - models],
                                  prompt, completion);
 

@@ -25,6 +25,8 @@ static void ngx_http_llm_router_observe(ngx_atomic_t *buckets,
 static void ngx_http_llm_router_rate_add(ngx_http_request_t *r,
     ngx_http_llm_router_rate_t *rate, ngx_uint_t which, ngx_str_t *model,
     ngx_uint_t hit);
+static void ngx_http_llm_router_count_triage(ngx_http_request_t *r,
+    ngx_http_llm_router_ctx_t *ctx);
 
 
 ngx_str_t  ngx_http_llm_router_rate_names[] = {
@@ -454,6 +456,54 @@ ngx_http_llm_router_rate_add(ngx_http_request_t *r,
 
 /* per mille of the slots inside the window, and how many they count */
 
+
+/*
+ * The triage call: its result (a verdict, a cached one, or why it
+ * failed: words of the module, never of the model), and its tokens and
+ * cost under the triage model.
+ */
+
+static void
+ngx_http_llm_router_count_triage(ngx_http_request_t *r,
+    ngx_http_llm_router_ctx_t *ctx)
+{
+    ngx_str_t                         result;
+    ngx_http_llm_router_model_t      *model;
+    ngx_http_llm_router_shm_model_t  *e;
+    ngx_http_llm_router_loc_conf_t   *llcf;
+    ngx_http_llm_router_main_conf_t  *lmcf;
+
+    if (ctx->request.f.triage == LLMR_TRIAGE_UNKNOWN) {
+        return;
+    }
+
+    lmcf = ngx_http_get_module_main_conf(r, ngx_http_llm_router_module);
+    llcf = ngx_http_get_module_loc_conf(r, ngx_http_llm_router_module);
+    model = llcf->triage->model;
+
+    if (ctx->triage_error) {
+        result.data = (u_char *) ctx->triage_error;
+        result.len = ngx_strlen(ctx->triage_error);
+
+    } else if (ctx->triage_cached) {
+        ngx_str_set(&result, "cached");
+
+    } else {
+        ngx_str_set(&result, "verdict");
+    }
+
+    ngx_http_llm_router_series(lmcf->shm, NGX_HTTP_LLM_ROUTER_SERIES_TRIAGE,
+                               &model->name, &result, NULL);
+
+    e = ngx_http_llm_router_shm_model(lmcf, model);
+
+    if (e && (ctx->triage_prompt || ctx->triage_cost)) {
+        (void) ngx_atomic_fetch_add(&e->prompt, ctx->triage_prompt);
+        (void) ngx_atomic_fetch_add(&e->completion, ctx->triage_completion);
+        (void) ngx_atomic_fetch_add(&e->cost, ctx->triage_cost);
+    }
+}
+
 ngx_uint_t
 ngx_http_llm_router_rate(ngx_http_llm_router_rate_t *rate, ngx_msec_t window,
     ngx_uint_t *total)
@@ -600,6 +650,8 @@ ngx_http_llm_router_count(ngx_http_request_t *r)
         ngx_http_llm_router_series(shm, NGX_HTTP_LLM_ROUTER_SERIES_ERROR,
                                    &ctx->model->name, &status, NULL);
     }
+
+    ngx_http_llm_router_count_triage(r, ctx);
 
     ngx_http_llm_router_settle(r, ctx,
                                ngx_http_llm_router_total_cost(ctx, &a));

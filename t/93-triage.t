@@ -103,6 +103,10 @@ server {
         proxy_pass $llm_router_url;
     }
 
+    location = /metrics {
+        llm_router_status;
+    }
+
     location = /explain {
         llm_router_explain;
         llm_router_triage /_triage model=nano cache=off;
@@ -335,6 +339,29 @@ sub triage_cost {
     is $rec->{triage_error}, 'status', 'a failure';
     my ($r, undef, $again) = triaged('Fail once', path => '/cached', triage => 'complex');
     is_deeply [ route_of($r), $again ], [ 'large/triaged', 1 ], 'is asked again';
+}
+
+# ---------------------------------------------------------------- metrics
+
+{
+    my $metrics = sub {
+        my $body = $t->http(path => '/metrics')->{body};
+        my %m;
+        $m{$1} = $2 while $body =~ /^(llm_router_triage_total\{[^}]*\}|llm_router_(?:cost_usd|prompt_tokens)_total\{model="nano"\}) (\S+)$/mg;
+        return \%m;
+    };
+    my $before = $metrics->();
+    my (undef, $asked) = triaged('Count me', path => '/cached', triage => 'complex');
+    triaged('Count me', path => '/cached', triage => 'complex');
+    my (undef, $failed) = triaged('Count my failure', triage => 'x', status => 500);
+    my $after = $metrics->();
+    my %delta = map { $_ => ($after->{$_} // 0) - ($before->{$_} // 0) } keys %$after;
+    is_deeply [ @delta{ map { "llm_router_triage_total{model=\"nano\",result=\"$_\"}" }
+                          qw(verdict cached status) } ], [ 1, 1, 1 ],
+        'llm_router_triage_total: a verdict, a cached one, a failure';
+    cmp_ok abs($delta{'llm_router_cost_usd_total{model="nano"}'} - $asked->{triage}{cost_usd}), '<', 1e-12,
+        'the triage call costs under the triage model';
+    cmp_ok $delta{'llm_router_prompt_tokens_total{model="nano"}'}, '>', 0, 'with its tokens';
 }
 
 # ---------------------------------------------------------------- history
