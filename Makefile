@@ -6,6 +6,8 @@
 #   make test       install what the tests need, build, run every test
 #   make test-asan  the same with AddressSanitizer and UBSan, in build/asan
 #   make test-valgrind  every test with nginx under valgrind memcheck
+#   make fuzz       each libFuzzer target of the core for FUZZ_SECONDS (60)
+#   make fuzz-regress  the fuzzers' seeds and regressions, once each
 #   make demo       route between local mock providers on 127.0.0.1:8080
 #   make bench      the cost of the core per request (parse, rules, score)
 #   make routing-eval  learned routing on real outcomes (shared/routing-eval)
@@ -57,6 +59,8 @@ endif
         routing-eval demo clean FORCE
 
 all: module cli
+
+include fuzz/fuzz.mk
 
 module: $(MODULE)
 

@@ -275,8 +275,8 @@ llmr_fail(llmr_request_t *rq, const char *message)
 /*
  * yajl tells where a token ends but not where it starts: the "model"
  * value starts at the first byte after its key that is neither white
- * space nor the colon.  Those bytes are scanned as they pass, so nothing
- * is buffered for it.
+ * space, as yajl has it ('\v' and '\f' too), nor the colon.  Those bytes
+ * are scanned as they pass, so nothing is buffered for it.
  */
 
 static void
@@ -298,7 +298,7 @@ llmr_locate_model(llmr_request_t *rq, size_t upto)
 
     for ( /* void */ ; i < upto; i++) {
         if (p[i] != ' ' && p[i] != '\t' && p[i] != '\r' && p[i] != '\n'
-            && p[i] != ':')
+            && p[i] != '\v' && p[i] != '\f' && p[i] != ':')
         {
             rq->f.model_start = rq->base + i;
             return;

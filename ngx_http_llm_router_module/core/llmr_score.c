@@ -254,8 +254,11 @@ int
 llmr_classifier_load(llmr_classifier_t *c, const unsigned char *p,
     size_t len, char *err, size_t errlen)
 {
-    unsigned  bits, version, history;
-    uint16_t  one;
+    size_t        i;
+    float         bias;
+    unsigned      bits, version, history;
+    uint16_t      one;
+    const float  *weights;
 
     one = 1;
 
@@ -310,11 +313,30 @@ llmr_classifier_load(llmr_classifier_t *c, const unsigned char *p,
         return LLMR_ERROR;
     }
 
+    /* a NaN or an infinity would make scores NaN, which is no number */
+
+    memcpy(&bias, p + 20, sizeof(float));
+    weights = (const float *) (p + LLMR_CLASSIFIER_HEADER);
+
+    if (!isfinite(bias)) {
+        snprintf(err, errlen, "invalid classifier file: the bias is not "
+                 "a finite number");
+        return LLMR_ERROR;
+    }
+
+    for (i = 0; i < (size_t) 1 << bits; i++) {
+        if (!isfinite(weights[i])) {
+            snprintf(err, errlen, "invalid classifier file: weight %zu is "
+                     "not a finite number", i);
+            return LLMR_ERROR;
+        }
+    }
+
     c->bits = bits;
     c->mask = ((uint32_t) 1 << bits) - 1;
     c->history = history;
-    memcpy(&c->bias, p + 20, sizeof(float));
-    c->weights = (const float *) (p + LLMR_CLASSIFIER_HEADER);
+    c->bias = bias;
+    c->weights = weights;
 
     return LLMR_OK;
 }

@@ -272,6 +272,12 @@ test_rewrite(void)
           "{ \"messages\" : [ {} ] , \"model\" \n:\t \"gpt-x\" }",
           "rewrite: white space kept, escaped value");
 
+    /* found by fuzz/request.c: the value was spliced from the '\v' */
+
+    check("{\"model\"\v:\f\"a\",\"messages\":[{}]}",
+          "{\"model\"\v:\f\"gpt-x\",\"messages\":[{}]}",
+          "rewrite: '\\v' and '\\f' are white space, as for yajl");
+
     check("{\"messages\":[{}]}",
           "{\"model\":\"gpt-x\",\"messages\":[{}]}",
           "rewrite: model inserted");
@@ -695,6 +701,23 @@ test_classifier(void)
                                 err, sizeof(err)),
            LLMR_ERROR, "classifier: not a classifier");
 
+    /* found by fuzz/model.c: a NaN made every score NaN */
+
+    w[7] = NAN;
+    llmr_classifier_write(file, 10, 6, 0.25f, w);
+    tap_is(llmr_classifier_load(&c, file, len, err, sizeof(err)),
+           LLMR_ERROR, "classifier: a NaN weight is refused");
+    tap_is_str(err, strlen(err), "invalid classifier file: weight 7 is not "
+               "a finite number", "  message");
+    w[7] = (float) (sin(7.0) * 0.5);
+
+    llmr_classifier_write(file, 10, 6, INFINITY, w);
+    tap_is(llmr_classifier_load(&c, file, len, err, sizeof(err)),
+           LLMR_ERROR, "classifier: an infinite bias is refused");
+    tap_is_str(err, strlen(err), "invalid classifier file: the bias is not "
+               "a finite number", "  message");
+
+    llmr_classifier_write(file, 10, 6, 0.25f, w);
     llmr_classifier_load(&c, file, len, err, sizeof(err));
 
     body = "{\"messages\":[{\"role\":\"system\",\"content\":\"Be brief.\"},"
