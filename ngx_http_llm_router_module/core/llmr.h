@@ -69,7 +69,14 @@ typedef struct {
     unsigned               nphrases;
     unsigned               nlists;
     uint32_t               first[257];
+
+    /* a bit for each pair of lower-case bytes a phrase can start with */
+    uint8_t                pair[256 * 256 / 8];
 } llmr_keywords_t;
+
+#define llmr_keywords_pair(kw, a, b)                                          \
+    ((kw)->pair[(llmr_lower(a) << 5) | (llmr_lower(b) >> 3)]                  \
+     & (1 << (llmr_lower(b) & 7)))
 
 int llmr_keywords_init(llmr_keywords_t *kw, llmr_phrase_t *phrases,
     unsigned nphrases, unsigned nlists);
@@ -212,6 +219,13 @@ typedef struct {
     uint64_t               base;            /* offset of the chunk */
     uint64_t               model_key_end;
 
+    /* a string cut by the end of a chunk, given to yajl once complete */
+    unsigned char         *hold;
+    size_t                 hold_len;
+    size_t                 hold_size;
+    unsigned               in_string:1;
+    unsigned               escaped:1;
+
     unsigned               depth;
     unsigned               seen;            /* top-level keys, a bit each */
     unsigned char          key[LLMR_DEPTH_MAX + 1];
@@ -259,8 +273,8 @@ void llmr_dense_features(const llmr_request_t *rq, llmr_feature_pt emit,
 #define LLMR_FNV_OFFSET  2166136261u
 #define LLMR_FNV_PRIME   16777619u
 
-uint32_t llmr_text_scan(llmr_request_t *rq, const unsigned char *p,
-    size_t len);
+uint32_t llmr_text_scan(llmr_request_t *rq, const llmr_keywords_t *kw,
+    uint64_t *found, const unsigned char *p, size_t len);
 uint32_t llmr_number_hash(size_t len);
 void llmr_word(llmr_request_t *rq, uint32_t word, uint32_t *prev);
 void llmr_score(llmr_request_t *rq);

@@ -9,6 +9,7 @@
 
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "llmr.h"
@@ -59,6 +60,14 @@ static int llmr_end_array(void *ctx);
 static int llmr_value(llmr_request_t *rq, unsigned type);
 static int llmr_open(llmr_request_t *rq, unsigned type);
 static int llmr_fail(llmr_request_t *rq, const char *message);
+static int llmr_parse(llmr_request_t *rq, const unsigned char *p,
+    size_t len);
+static size_t llmr_string_open(llmr_request_t *rq, const unsigned char *p,
+    size_t len);
+static size_t llmr_string_close(llmr_request_t *rq, const unsigned char *p,
+    size_t len);
+static int llmr_hold(llmr_request_t *rq, const unsigned char *p,
+    size_t len);
 static void llmr_locate_model(llmr_request_t *rq, size_t upto);
 static void llmr_message_done(llmr_request_t *rq);
 static void llmr_message_add(llmr_message_t *sum, const llmr_message_t *m,
@@ -161,17 +170,72 @@ llmr_request_free(llmr_request_t *rq)
         yajl_free(rq->yajl);
         rq->yajl = NULL;
     }
+
+    free(rq->hold);
+    rq->hold = NULL;
+    rq->hold_len = 0;
+    rq->hold_size = 0;
 }
 
+
+/*
+ * yajl lexes a token that the end of a chunk cuts again from its first
+ * byte with every later chunk: a message text of n bytes arriving in k
+ * chunks would be lexed about k * n / 2 times.  So a string cut by the
+ * end of a chunk is kept aside, from its opening quote, until its
+ * closing quote has arrived, and yajl gets it whole: every byte is
+ * lexed once, and the copy is the one yajl would have made anyway.
+ * Only quotes and backslashes are looked for here, with memchr().
+ */
 
 int
 llmr_request_feed(llmr_request_t *rq, const unsigned char *p, size_t len)
 {
-    yajl_status  status;
+    size_t  n;
 
     if (len == 0) {
         return LLMR_OK;
     }
+
+    if (rq->in_string) {
+        n = llmr_string_close(rq, p, len);
+
+        if (llmr_hold(rq, p, n) != LLMR_OK) {
+            return LLMR_ERROR;
+        }
+
+        if (rq->in_string) {
+            return LLMR_OK;
+        }
+
+        if (llmr_parse(rq, rq->hold, rq->hold_len) != LLMR_OK) {
+            return LLMR_ERROR;
+        }
+
+        rq->hold_len = 0;
+
+        p += n;
+        len -= n;
+    }
+
+    n = llmr_string_open(rq, p, len);
+
+    if (n && llmr_parse(rq, p, n) != LLMR_OK) {
+        return LLMR_ERROR;
+    }
+
+    if (n < len && llmr_hold(rq, p + n, len - n) != LLMR_OK) {
+        return LLMR_ERROR;
+    }
+
+    return LLMR_OK;
+}
+
+
+static int
+llmr_parse(llmr_request_t *rq, const unsigned char *p, size_t len)
+{
+    yajl_status  status;
 
     rq->chunk = p;
     rq->chunk_len = len;
@@ -192,10 +256,135 @@ llmr_request_feed(llmr_request_t *rq, const unsigned char *p, size_t len)
 }
 
 
+/* where the string still open at the end of p starts, or len */
+
+static size_t
+llmr_string_open(llmr_request_t *rq, const unsigned char *p, size_t len)
+{
+    size_t                i;
+    const unsigned char  *q;
+
+    for (i = 0; i < len; /* void */) {
+        q = memchr(p + i, '"', len - i);
+        if (q == NULL) {
+            break;
+        }
+
+        i = q - p;
+
+        rq->in_string = 1;
+        rq->escaped = 0;
+
+        i += 1 + llmr_string_close(rq, q + 1, len - i - 1);
+
+        if (rq->in_string) {
+            return q - p;
+        }
+    }
+
+    return len;
+}
+
+
+/* the bytes of p up to the closing quote, or all of them */
+
+static size_t
+llmr_string_close(llmr_request_t *rq, const unsigned char *p, size_t len)
+{
+    size_t                i;
+    const unsigned char  *q, *b, *end;
+
+    i = 0;
+
+    if (rq->escaped) {
+        if (len == 0) {
+            return 0;
+        }
+
+        rq->escaped = 0;
+        i = 1;
+    }
+
+    q = memchr(p + i, '"', len - i);
+
+    for ( ;; ) {
+        end = q ? q : p + len;
+
+        b = memchr(p + i, '\\', end - (p + i));
+        if (b == NULL) {
+            break;
+        }
+
+        /* the backslash and the byte it escapes */
+
+        i = b - p + 2;
+
+        if (i > len) {
+            rq->escaped = 1;
+            return len;
+        }
+
+        if (q && p + i > q) {
+            /* that quote was escaped */
+            q = memchr(p + i, '"', len - i);
+        }
+    }
+
+    if (q == NULL) {
+        return len;
+    }
+
+    rq->in_string = 0;
+
+    return q - p + 1;
+}
+
+
+static int
+llmr_hold(llmr_request_t *rq, const unsigned char *p, size_t len)
+{
+    size_t          size;
+    unsigned char  *hold;
+
+    if (rq->hold_len + len > rq->hold_size) {
+        size = rq->hold_size ? rq->hold_size : 256;
+
+        while (size < rq->hold_len + len) {
+            size *= 2;
+        }
+
+        hold = realloc(rq->hold, size);
+        if (hold == NULL) {
+            llmr_fail(rq, "out of memory");
+            return LLMR_ERROR;
+        }
+
+        rq->hold = hold;
+        rq->hold_size = size;
+    }
+
+    memcpy(rq->hold + rq->hold_len, p, len);
+    rq->hold_len += len;
+
+    return LLMR_OK;
+}
+
+
 int
 llmr_request_finish(llmr_request_t *rq)
 {
     yajl_status  status;
+
+    if (rq->in_string) {
+        /* a string without its end: yajl says what is wrong */
+
+        if (llmr_parse(rq, rq->hold, rq->hold_len) != LLMR_OK) {
+            return LLMR_ERROR;
+        }
+
+        rq->hold_len = 0;
+        rq->in_string = 0;
+    }
 
     rq->f.body_len = rq->base;
 
@@ -495,17 +684,16 @@ llmr_string(void *ctx, const unsigned char *p, size_t len)
         return 1;
     }
 
-    /* the classifier's features come in the same pass as the tokens */
+    /* the features and the keyword lists come in the pass of the tokens */
 
     rq->msg.tokens += llmr_text_scan((rq->classifier || rq->feature) ? rq
                                                                      : NULL,
+                                     rq->keywords, &rq->msg_keywords,
                                      p, len);
 
     if (!rq->msg.code) {
         rq->msg.code = llmr_looks_like_code(p, len);
     }
-
-    rq->msg_keywords |= llmr_keywords_match(rq->keywords, p, len);
 
     if (rq->capture) {
         llmr_capture_text(rq->capture, p, len);

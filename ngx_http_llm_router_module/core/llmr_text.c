@@ -89,6 +89,8 @@ const unsigned char  llmr_tolower[256] = {
 
 
 static int llmr_phrase_cmp(const void *one, const void *two);
+static uint64_t llmr_keywords_at(const llmr_keywords_t *kw,
+    const unsigned char *q, const unsigned char *end, uint64_t found);
 static size_t llmr_phrase_match(const llmr_phrase_t *ph,
     const unsigned char *p, const unsigned char *end);
 static int llmr_code_line(const unsigned char *p, const unsigned char *end);
@@ -108,13 +110,20 @@ static int llmr_code_line(const unsigned char *p, const unsigned char *end);
  * non-ASCII bytes, lower-cased; a word that starts with a digit is
  * replaced by its length class, so that "17 apples" and "42 apples"
  * look alike; every other visible character is a word of its own.
+ *
+ * With kw, the same pass looks for the keyword lists not yet in *found,
+ * as llmr_keywords_match() does: a phrase starts where a word starts or
+ * at a character that is neither a word's nor white space, and the scan
+ * visits each of those places once anyway.
  */
 
 uint32_t
-llmr_text_scan(llmr_request_t *rq, const unsigned char *p, size_t len)
+llmr_text_scan(llmr_request_t *rq, const llmr_keywords_t *kw,
+    uint64_t *found, const unsigned char *p, size_t len)
 {
     size_t                run;
     uint32_t              tokens, h, prev;
+    uint64_t              keywords, all;
     unsigned              t;
     const unsigned char  *end, *start, *word;
 
@@ -122,8 +131,30 @@ llmr_text_scan(llmr_request_t *rq, const unsigned char *p, size_t len)
     prev = 0;
     end = p + len;
 
+    keywords = found ? *found : 0;
+    all = 0;
+
+    if (kw && kw->nphrases && found) {
+        all = (kw->nlists >= 64) ? ~(uint64_t) 0
+                                 : ((uint64_t) 1 << kw->nlists) - 1;
+    }
+
+    if (all == 0 || keywords == all) {
+        kw = NULL;
+    }
+
     while (p < end) {
         t = llmr_ctype[*p];
+
+        if (kw && !(t & LLMR_CT_SPACE)
+            && (p + 1 == end || llmr_keywords_pair(kw, p[0], p[1])))
+        {
+            keywords = llmr_keywords_at(kw, p, end, keywords);
+
+            if (keywords == all) {
+                kw = NULL;
+            }
+        }
 
         if (t & LLMR_CT_WORD) {
             word = p;
@@ -132,7 +163,16 @@ llmr_text_scan(llmr_request_t *rq, const unsigned char *p, size_t len)
             do {
                 start = p;
 
-                if (t & LLMR_CT_ALPHA) {
+                if ((t & LLMR_CT_ALPHA) && rq == NULL) {
+                    /* the token estimate only: no word hash */
+                    while (++p < end && llmr_is_alpha(*p)) {
+                        /* void */
+                    }
+
+                    run = p - start;
+                    tokens += (run <= 4) ? 1 : 1 + (uint32_t) ((run - 2) / 4);
+
+                } else if (t & LLMR_CT_ALPHA) {
                     do {
                         h = (h ^ llmr_tolower[*p]) * LLMR_FNV_PRIME;
                     } while (++p < end && llmr_is_alpha(*p));
@@ -195,6 +235,10 @@ llmr_text_scan(llmr_request_t *rq, const unsigned char *p, size_t len)
         p++;
     }
 
+    if (found) {
+        *found = keywords;
+    }
+
     return tokens;
 }
 
@@ -202,7 +246,7 @@ llmr_text_scan(llmr_request_t *rq, const unsigned char *p, size_t len)
 uint32_t
 llmr_estimate_tokens(const unsigned char *p, size_t len)
 {
-    return llmr_text_scan(NULL, p, len);
+    return llmr_text_scan(NULL, NULL, NULL, p, len);
 }
 
 
@@ -278,6 +322,11 @@ llmr_code_line(const unsigned char *p, const unsigned char *end)
 
     for (i = 0; prefixes[i]; i++) {
         prefix = prefixes[i];
+
+        if (*p != (unsigned char) prefix[0]) {
+            continue;
+        }
+
         n = strlen(prefix);
 
         if ((size_t) (end - p) >= n && memcmp(p, prefix, n) == 0) {
@@ -348,6 +397,26 @@ llmr_keywords_init(llmr_keywords_t *kw, llmr_phrase_t *phrases,
 
     kw->first[256] = k;
 
+    /*
+     * The pairs: the first two bytes of each phrase, any byte after a
+     * phrase of one byte, any white space for a space.
+     */
+
+    memset(kw->pair, 0, sizeof(kw->pair));
+
+    for (k = 0; k < nphrases; k++) {
+        t = phrases[k].text;
+
+        for (b = 0; b < 256; b++) {
+            if (phrases[k].len == 1
+                || (t[1] == ' ' && llmr_is_space(b))
+                || t[1] == llmr_lower(b))
+            {
+                kw->pair[(t[0] << 5) | (b >> 3)] |= 1 << (b & 7);
+            }
+        }
+    }
+
     return LLMR_OK;
 }
 
@@ -379,11 +448,8 @@ uint64_t
 llmr_keywords_match(const llmr_keywords_t *kw, const unsigned char *p,
     size_t len)
 {
-    size_t                n;
-    uint32_t              k;
-    uint64_t              found, bit;
+    uint64_t              found, all;
     const unsigned char  *q, *end;
-    const llmr_phrase_t  *ph;
 
     found = 0;
     end = p + len;
@@ -392,31 +458,67 @@ llmr_keywords_match(const llmr_keywords_t *kw, const unsigned char *p,
         return 0;
     }
 
-    for (q = p; q < end; q++) {
+    all = (kw->nlists >= 64) ? ~(uint64_t) 0
+                             : ((uint64_t) 1 << kw->nlists) - 1;
 
-        /* a word must start at a word boundary */
-        if (llmr_is_word(*q) && q > p && llmr_is_word(q[-1])) {
+    for (q = p; q < end; /* void */) {
+
+        if (q + 1 == end || llmr_keywords_pair(kw, q[0], q[1])) {
+            found = llmr_keywords_at(kw, q, end, found);
+
+            if (found == all) {
+                return found;
+            }
+        }
+
+        /* a word must start at a word boundary: the rest is skipped */
+
+        if (llmr_is_word(*q++)) {
+            while (q < end && llmr_is_word(*q)) {
+                q++;
+            }
+        }
+    }
+
+    return found;
+}
+
+
+/* the lists, not yet found, with a phrase that starts at q */
+
+static uint64_t
+llmr_keywords_at(const llmr_keywords_t *kw, const unsigned char *q,
+    const unsigned char *end, uint64_t found)
+{
+    size_t                n;
+    uint32_t              k, last;
+    uint64_t              bit;
+    const llmr_phrase_t  *ph;
+
+    last = kw->first[llmr_lower(*q) + 1];
+
+    for (k = kw->first[llmr_lower(*q)]; k < last; k++) {
+        ph = &kw->phrases[k];
+        bit = (uint64_t) 1 << ph->list;
+
+        if (found & bit) {
             continue;
         }
 
-        for (k = kw->first[llmr_lower(*q)];
-             k < kw->first[llmr_lower(*q) + 1];
-             k++)
+        /* most candidates differ at the second byte */
+
+        if (ph->len > 1 && ph->text[1] != ' '
+            && (q + 1 == end || llmr_lower(q[1]) != ph->text[1]))
         {
-            ph = &kw->phrases[k];
-            bit = (uint64_t) 1 << ph->list;
+            continue;
+        }
 
-            if (found & bit) {
-                continue;
-            }
+        n = llmr_phrase_match(ph, q, end);
 
-            n = llmr_phrase_match(ph, q, end);
-
-            if (n && (q + n == end || !llmr_is_word(q[n])
-                      || !llmr_is_word(ph->text[ph->len - 1])))
-            {
-                found |= bit;
-            }
+        if (n && (q + n == end || !llmr_is_word(q[n])
+                  || !llmr_is_word(ph->text[ph->len - 1])))
+        {
+            found |= bit;
         }
     }
 
