@@ -9,7 +9,8 @@
 #   make fuzz       each libFuzzer target of the core for FUZZ_SECONDS (60)
 #   make fuzz-regress  the fuzzers' seeds and regressions, once each
 #   make demo       route between local mock providers on 127.0.0.1:8080
-#   make bench      the cost of the core per request (parse, rules, score)
+#   make bench      the core's cost per request, then plain nginx, the
+#                   module and Portkey side by side with wrk (bench/http)
 #   make routing-eval  learned routing on real outcomes (shared/routing-eval)
 
 NGINX_SRC   ?=
@@ -61,6 +62,7 @@ endif
 all: module cli
 
 include fuzz/fuzz.mk
+include bench/bench.mk
 
 module: $(MODULE)
 
@@ -108,6 +110,7 @@ $(BUILD)/bench-core: bench/core.c $(CORE_SRCS) $(CORE_DIR)/llmr.h
 
 bench: $(BUILD)/bench-core
 	$(BUILD)/bench-core
+	$(MAKE) bench-http
 
 ROUTING_EVAL ?= ../shared/routing-eval
 
