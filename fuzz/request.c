@@ -19,6 +19,7 @@
 #include <string.h>
 
 #include "llmr.h"
+#include "fuzz.h"
 
 
 #define FUZZ_BITS      8
@@ -38,7 +39,6 @@ typedef struct {
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 static void fuzz_init(void);
-static uint32_t fuzz_hash(const uint8_t *p, size_t len);
 static int fuzz_feed(llmr_request_t *rq, const uint8_t *p, size_t len);
 static int fuzz_split(llmr_request_t *rq, const uint8_t *data, size_t size,
     uint32_t h);
@@ -178,23 +178,6 @@ fuzz_init(void)
     }
 
     fuzz_ready = 1;
-}
-
-
-/* FNV-1a: where the body is cut, and the sizes, follow from the input */
-
-static uint32_t
-fuzz_hash(const uint8_t *p, size_t len)
-{
-    uint32_t  h;
-
-    h = 2166136261u;
-
-    while (len--) {
-        h = (h ^ *p++) * 16777619u;
-    }
-
-    return h;
 }
 
 

@@ -16,6 +16,7 @@
 #include <string.h>
 
 #include "llmr.h"
+#include "fuzz.h"
 
 
 #define fuzz_assert(e)  do { if (!(e)) abort(); } while (0)
@@ -23,28 +24,12 @@
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
-static uint32_t fuzz_hash(const uint8_t *p, size_t len);
 static void fuzz_usage(const uint8_t *data, size_t size, uint32_t h,
     int sse);
 static void fuzz_answer(const uint8_t *data, size_t size, uint32_t h,
     int sse);
 static void fuzz_label(const unsigned char *p, size_t len);
 static int fuzz_find(void *data, const unsigned char *p, size_t len);
-
-
-static uint32_t
-fuzz_hash(const uint8_t *p, size_t len)
-{
-    uint32_t  h;
-
-    h = 2166136261u;
-
-    while (len--) {
-        h = (h ^ *p++) * 16777619u;
-    }
-
-    return h;
-}
 
 
 int
