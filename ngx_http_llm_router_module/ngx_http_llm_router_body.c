@@ -26,8 +26,7 @@ static int ngx_http_llm_router_var_test(void *data, const llmr_cond_t *cond);
 static ngx_int_t ngx_http_llm_router_rewrite_body(ngx_http_request_t *r,
     ngx_http_llm_router_ctx_t *ctx);
 static ngx_int_t ngx_http_llm_router_splice(ngx_http_request_t *r,
-    ngx_chain_t *in, off_t start, off_t end, ngx_buf_t *insert,
-    ngx_chain_t **chain);
+    ngx_chain_t *in, llmr_edit_t *edit, ngx_chain_t **chain);
 static ngx_int_t ngx_http_llm_router_append(ngx_pool_t *pool,
     ngx_chain_t ***last, ngx_buf_t *b, off_t from, off_t to);
 static ngx_int_t ngx_http_llm_router_strip_headers(ngx_http_request_t *r,
@@ -134,7 +133,10 @@ ngx_http_llm_router_handler(ngx_http_request_t *r)
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    if (llmr_request_init(&ctx->request, &lmcf->keywords, llcf->history)
+    ctx->dialect = ngx_http_llm_router_dialect(r);
+
+    if (llmr_request_init(&ctx->request, ctx->dialect, &lmcf->keywords,
+                          llcf->history)
         != LLMR_OK)
     {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
@@ -187,6 +189,29 @@ ngx_http_llm_router_handler(ngx_http_request_t *r)
     ngx_http_finalize_request(r, NGX_DONE);
 
     return NGX_DONE;
+}
+
+
+/*
+ * The dialect of a request: that of its location, or, with "auto", that
+ * of the end of its URI; chat when nothing tells.
+ */
+
+const llmr_dialect_t *
+ngx_http_llm_router_dialect(ngx_http_request_t *r)
+{
+    const llmr_dialect_t            *d;
+    ngx_http_llm_router_loc_conf_t  *llcf;
+
+    llcf = ngx_http_get_module_loc_conf(r, ngx_http_llm_router_module);
+
+    if (llcf->api < LLMR_APIS) {
+        return &llmr_dialects[llcf->api];
+    }
+
+    d = llmr_dialect_of_path(r->uri.data, r->uri.len);
+
+    return d ? d : &llmr_dialects[LLMR_API_CHAT];
 }
 
 
@@ -443,6 +468,7 @@ ngx_http_llm_router_decide(ngx_http_request_t *r,
                   "\"llm_router_default\" is set");
 
     ngx_str_set(&ctx->error, "no model is configured for this request");
+    ctx->no_retry = 1;
 
     return NGX_HTTP_INTERNAL_SERVER_ERROR;
 }
@@ -484,13 +510,44 @@ ngx_http_llm_router_var_test(void *data, const llmr_cond_t *cond)
 }
 
 
-/* the request for ctx->model: its credentials, its "model" in the body */
+/*
+ * The request for ctx->model: its credentials, its "model" in the body.
+ * A model of another dialect would not understand the body: nothing is
+ * sent, and the client learns which models disagree.
+ */
 
 ngx_int_t
 ngx_http_llm_router_prepare(ngx_http_request_t *r,
     ngx_http_llm_router_ctx_t *ctx)
 {
-    ngx_int_t  rc;
+    u_char     *p;
+    ngx_int_t   rc;
+
+    if (ctx->model->dialect != ctx->dialect) {
+        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                      "llm_router: model \"%V\" speaks the \"%V\" API, "
+                      "the request the \"%V\" API",
+                      &ctx->model->name, &ctx->model->dialect->name,
+                      &ctx->dialect->name);
+
+        p = ngx_pnalloc(r->pool, NGX_MAX_ERROR_STR);
+        if (p == NULL) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        ctx->error.data = p;
+        ctx->error.len = ngx_snprintf(p, NGX_MAX_ERROR_STR,
+                                      "the router chose model \"%V\", "
+                                      "which speaks the \"%V\" API, for "
+                                      "a request of the \"%V\" API",
+                                      &ctx->model->name,
+                                      &ctx->model->dialect->name,
+                                      &ctx->dialect->name)
+                         - p;
+        ctx->no_retry = 1;
+
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
 
     rc = ngx_http_llm_router_credentials(r, ctx);
     if (rc != NGX_OK) {
@@ -509,10 +566,12 @@ static ngx_int_t
 ngx_http_llm_router_rewrite_body(ngx_http_request_t *r,
     ngx_http_llm_router_ctx_t *ctx)
 {
+    off_t             len;
     u_char           *p;
-    uint64_t          start, end;
-    ngx_buf_t        *b;
+    ngx_int_t         i, n;
     llmr_str_t        upstream;
+    llmr_edit_t       edits[LLMR_EDITS_MAX];
+    ngx_chain_t      *chain;
     llmr_features_t  *f;
 
     f = &ctx->request.f;
@@ -520,22 +579,30 @@ ngx_http_llm_router_rewrite_body(ngx_http_request_t *r,
     upstream.data = ctx->model->upstream_json.data;
     upstream.len = ctx->model->upstream_json.len;
 
-    b = ngx_create_temp_buf(r->pool, llmr_rewrite_size(f, upstream.len));
-    if (b == NULL) {
+    p = ngx_pnalloc(r->pool, llmr_rewrite_size(f, upstream.len));
+    if (p == NULL) {
         return NGX_ERROR;
     }
 
-    b->last = llmr_rewrite(f, &upstream, b->pos, &start, &end);
+    n = llmr_rewrite(f, &upstream, p, edits);
 
-    if (ngx_http_llm_router_splice(r, ctx->client_bufs, start, end, b,
-                                   &r->request_body->bufs)
-        != NGX_OK)
-    {
-        return NGX_ERROR;
+    /* the last edit first: the offsets of those before it stay true */
+
+    chain = ctx->client_bufs;
+    len = f->body_len;
+
+    for (i = n - 1; i >= 0; i--) {
+        if (ngx_http_llm_router_splice(r, chain, &edits[i], &chain)
+            != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
+
+        len += edits[i].len - (edits[i].end - edits[i].start);
     }
 
-    r->headers_in.content_length_n = f->body_len - (end - start)
-                                     + (b->last - b->pos);
+    r->request_body->bufs = chain;
+    r->headers_in.content_length_n = len;
 
     /* $content_length should tell what the provider gets */
 
@@ -555,20 +622,32 @@ ngx_http_llm_router_rewrite_body(ngx_http_request_t *r,
 
 
 /*
- * A new chain: bytes [start, end) of the chain in replaced by one buffer.
- * Buffers are shared, not copied, and the chain in is left as it is: the
- * buffers cut are shallow copies that point into the same memory or the
- * same part of the temporary file.
+ * A new chain: bytes [start, end) of the chain in replaced by the edit's
+ * bytes.  Buffers are shared, not copied, and the chain in is left as it
+ * is: the buffers cut are shallow copies that point into the same memory
+ * or the same part of the temporary file.
  */
 
 static ngx_int_t
 ngx_http_llm_router_splice(ngx_http_request_t *r, ngx_chain_t *in,
-    off_t start, off_t end, ngx_buf_t *insert, ngx_chain_t **chain)
+    llmr_edit_t *edit, ngx_chain_t **chain)
 {
-    off_t         pos, size;
-    ngx_buf_t    *b;
+    off_t         pos, size, start, end;
+    ngx_buf_t    *b, *insert;
     ngx_uint_t    inserted;
     ngx_chain_t  *out, **last;
+
+    insert = ngx_calloc_buf(r->pool);
+    if (insert == NULL) {
+        return NGX_ERROR;
+    }
+
+    insert->pos = edit->data;
+    insert->last = edit->data + edit->len;
+    insert->memory = 1;
+
+    start = edit->start;
+    end = edit->end;
 
     out = NULL;
     last = &out;
@@ -601,7 +680,7 @@ ngx_http_llm_router_splice(ngx_http_request_t *r, ngx_chain_t *in,
 
         if (!inserted && start <= pos + size) {
             if (ngx_http_llm_router_append(r->pool, &last, insert, 0,
-                                           insert->last - insert->pos)
+                                           edit->len)
                 != NGX_OK)
             {
                 return NGX_ERROR;
@@ -837,8 +916,10 @@ ngx_http_llm_router_auth(ngx_http_request_t *r,
 /*
  * The headers of a triage subrequest: the client's without credentials,
  * in a list of its own, the model's key and a JSON content type, its
- * body being the module's whatever the client's was.  The list is made
- * before the subrequest, which must never start with the client's.
+ * body being the module's whatever the client's was, and the header its
+ * API requires ("anthropic-version") if the client did not send it.  The
+ * list is made before the subrequest, which must never start with the
+ * client's.
  */
 
 ngx_int_t
@@ -846,15 +927,19 @@ ngx_http_llm_router_triage_headers(ngx_http_request_t *r,
     ngx_http_llm_router_ctx_t *ctx, ngx_http_llm_router_model_t *model,
     ngx_str_t *auth, ngx_list_t *list)
 {
-    ngx_str_t         name;
-    ngx_uint_t        i;
-    ngx_table_elt_t  *h, *e;
+    ngx_str_t              name, value;
+    ngx_uint_t             i, required;
+    ngx_table_elt_t       *h, *e;
+    const llmr_dialect_t  *d;
 
     if (ngx_http_llm_router_strip_headers(r, ctx) != NGX_OK) {
         return NGX_ERROR;
     }
 
-    if (ngx_list_init(list, r->pool, ctx->headers.part.nelts + 2,
+    d = model->dialect;
+    required = (d->header.len != 0);
+
+    if (ngx_list_init(list, r->pool, ctx->headers.part.nelts + 3,
                       sizeof(ngx_table_elt_t))
         != NGX_OK)
     {
@@ -871,12 +956,32 @@ ngx_http_llm_router_triage_headers(ngx_http_request_t *r,
             continue;
         }
 
+        if (h[i].key.len == d->header.len
+            && ngx_strncmp(h[i].lowcase_key, d->header.data, d->header.len)
+               == 0)
+        {
+            required = 0;
+        }
+
         e = ngx_list_push(list);
         if (e == NULL) {
             return NGX_ERROR;
         }
 
         *e = h[i];
+    }
+
+    if (required) {
+        name.data = (u_char *) d->header.data;
+        name.len = d->header.len;
+        value.data = (u_char *) d->header_value.data;
+        value.len = d->header_value.len;
+
+        if (ngx_http_llm_router_push_header(r->pool, list, &name, &value)
+            != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
     }
 
     ngx_str_set(&name, "Content-Type");

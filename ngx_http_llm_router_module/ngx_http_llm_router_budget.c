@@ -248,7 +248,9 @@ ngx_http_llm_router_worst(ngx_http_request_t *r,
     llcf = ngx_http_get_module_loc_conf(r, ngx_http_llm_router_module);
     f = &ctx->request.f;
 
-    cost = f->prompt_tokens * m->price_in
+    /* a prompt may be written to a cache, at a price above the input's */
+
+    cost = f->prompt_tokens * ngx_max(m->price_in, m->price_cache_write)
            + (f->max_tokens > 0 ? (uint64_t) f->max_tokens
                                 : (uint64_t) b->max_tokens)
              * m->price_out;
@@ -389,6 +391,7 @@ ngx_http_llm_router_reserve_one(ngx_http_request_t *r,
                                      &b->name, reset - now)
                          - p;
         ctx->retry_after = reset - now;
+        ctx->no_retry = 1;
 
         ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
                       "llm_router: budget \"%V\" rejects the request",

@@ -12,7 +12,8 @@
 
 #define NGX_HTTP_LLM_ROUTER_EXPLAIN_FIELDS                                    \
     "{,\"url\":,\"prompt_tokens\":,\"max_tokens\":,\"code\":false,"           \
-    "\"tools\":false,\"keywords\":[],\"est_cost_usd\":}\n"
+    "\"tools\":false,\"thinking\":false,\"images\":false,\"keywords\":[],"    \
+    "\"est_cost_usd\":}\n"
 
 
 ngx_int_t
@@ -20,13 +21,12 @@ ngx_http_llm_router_explain_handler(ngx_http_request_t *r)
 {
     u_char                           *p;
     size_t                            len;
-    uint64_t                          completion;
     ngx_buf_t                        *b;
     ngx_str_t                         type;
     ngx_uint_t                        i, first;
+    llmr_tokens_t                     tokens;
     llmr_features_t                  *f;
     ngx_http_llm_router_ctx_t        *ctx;
-    ngx_http_llm_router_model_t      *models;
     ngx_http_llm_router_keywords_t   *list;
     ngx_http_llm_router_main_conf_t  *lmcf;
 
@@ -37,7 +37,6 @@ ngx_http_llm_router_explain_handler(ngx_http_request_t *r)
     }
 
     lmcf = ngx_http_get_module_main_conf(r, ngx_http_llm_router_module);
-    models = lmcf->models.elts;
     list = lmcf->lists.elts;
     f = &ctx->request.f;
 
@@ -62,9 +61,12 @@ ngx_http_llm_router_explain_handler(ngx_http_request_t *r)
     p = ngx_http_llm_router_json(p, &ctx->model->url);
 
     p = ngx_sprintf(p, ",\"prompt_tokens\":%uD,\"max_tokens\":%L,"
-                    "\"code\":%s,\"tools\":%s,\"keywords\":[",
+                    "\"code\":%s,\"tools\":%s,\"thinking\":%s,"
+                    "\"images\":%s,\"keywords\":[",
                     f->prompt_tokens, f->max_tokens,
-                    f->code ? "true" : "false", f->tools ? "true" : "false");
+                    f->code ? "true" : "false", f->tools ? "true" : "false",
+                    f->thinking ? "true" : "false",
+                    f->images ? "true" : "false");
 
     first = 1;
 
@@ -81,11 +83,14 @@ ngx_http_llm_router_explain_handler(ngx_http_request_t *r)
 
     /* the prompt as estimated, and the completion at most max_tokens */
 
-    completion = f->max_tokens > 0 ? (uint64_t) f->max_tokens : 0;
+    ngx_memzero(&tokens, sizeof(llmr_tokens_t));
+
+    tokens.prompt = f->prompt_tokens;
+    tokens.completion = f->max_tokens > 0 ? (uint64_t) f->max_tokens : 0;
 
     p = ngx_cpymem(p, "],\"est_cost_usd\":", sizeof("],\"est_cost_usd\":") - 1);
-    p += llmr_usd_format(p, llmr_cost(&lmcf->core_models[ctx->model - models],
-                                      f->prompt_tokens, completion));
+    p += llmr_usd_format(p, ngx_http_llm_router_model_cost(r, ctx->model,
+                                                           &tokens));
     *p++ = '}';
     *p++ = '\n';
 

@@ -462,7 +462,7 @@ ngx_http_llm_router_checked(ngx_http_request_t *r,
                              sizeof("text/event-stream") - 1)
              == 0;
 
-    llmr_answer_init(&answer, &c, content, len);
+    llmr_answer_init(&answer, ctx->dialect, &c, content, len);
 
     /* an answer cut short is no answer */
 
@@ -477,7 +477,7 @@ ngx_http_llm_router_checked(ngx_http_request_t *r,
 
     /* the held answer was billed: it counts in the cost */
 
-    llmr_usage_init(&ctx->usage, sse);
+    llmr_usage_init(&ctx->usage, ctx->dialect, sse);
 
     if (ctx->held) {
         llmr_usage_feed(&ctx->usage, ctx->held->pos, len);
@@ -487,8 +487,7 @@ ngx_http_llm_router_checked(ngx_http_request_t *r,
     ngx_http_llm_router_account(r, ctx, &a);
     ctx->scan_usage = 0;
 
-    ctx->attempts[ctx->nattempts - 1].prompt = a.prompt;
-    ctx->attempts[ctx->nattempts - 1].completion = a.completion;
+    ctx->attempts[ctx->nattempts - 1].tokens = a.tokens;
     ctx->attempts[ctx->nattempts - 1].cost = a.cost;
     ctx->attempts[ctx->nattempts - 1].reason = llmr_verdict_name(v);
 

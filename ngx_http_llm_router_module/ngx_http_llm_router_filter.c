@@ -3,7 +3,8 @@
  * Copyright (C) the ngx_http_llm_router_module authors
  *
  * The response side: usage is read from the provider's answer as it
- * passes, and nginx's HTML error pages become OpenAI-style JSON errors.
+ * passes, a chat stream is given back as the client asked for it, and
+ * nginx's HTML error pages become JSON errors in the client's dialect.
  */
 
 
@@ -21,6 +22,17 @@ static ngx_int_t ngx_http_llm_router_body_filter(ngx_http_request_t *r,
     ngx_chain_t *in);
 static ngx_int_t ngx_http_llm_router_json_error(ngx_http_request_t *r,
     ngx_http_llm_router_ctx_t *ctx);
+static ngx_uint_t ngx_http_llm_router_sse(ngx_http_request_t *r);
+static ngx_uint_t ngx_http_llm_router_unasked(ngx_http_request_t *r,
+    ngx_http_llm_router_ctx_t *ctx);
+static ngx_int_t ngx_http_llm_router_add_header(ngx_http_request_t *r,
+    const char *name, u_char *value, size_t len);
+static ngx_int_t ngx_http_llm_router_unask(ngx_http_request_t *r,
+    ngx_http_llm_router_ctx_t *ctx, ngx_chain_t **in);
+static u_char *ngx_http_llm_router_unask_line(
+    ngx_http_llm_router_strip_t *strip, u_char *line, size_t len, u_char *out);
+static u_char *ngx_http_llm_router_keep_tail(
+    ngx_http_llm_router_strip_t *strip, u_char *p, size_t n, u_char *out);
 static void ngx_http_llm_router_consume(ngx_chain_t *in);
 
 
@@ -81,6 +93,10 @@ ngx_http_llm_router_header_filter(ngx_http_request_t *r)
         /* a try of failover: dropped, or the header of the answer */
 
         if (ctx && r == ctx->sr) {
+            if (ngx_http_llm_router_unasked(r, ctx) && r->upstream) {
+                r->upstream->buffering = 0;
+            }
+
             rc = ngx_http_llm_router_attempt_header(r, ctx);
 
             if (rc == NGX_DECLINED) {
@@ -135,18 +151,69 @@ ngx_http_llm_router_header_filter(ngx_http_request_t *r)
     if (ctx && ctx->routed && !llcf->explain
         && status >= 200 && status < 300)
     {
-        sse = r->headers_out.content_type.len
-                                  >= sizeof("text/event-stream") - 1
-              && ngx_strncasecmp(r->headers_out.content_type.data,
-                                 (u_char *) "text/event-stream",
-                                 sizeof("text/event-stream") - 1)
-                 == 0;
+        sse = ngx_http_llm_router_sse(r);
 
-        llmr_usage_init(&ctx->usage, sse);
+        llmr_usage_init(&ctx->usage, ctx->dialect, sse);
         ctx->scan_usage = 1;
+
+        /*
+         * the usage chunk the router asked for is not the client's; the
+         * answer is not buffered to a file, which would not be read back
+         */
+
+        if (ngx_http_llm_router_unasked(r, ctx) && ctx->strip == NULL) {
+            if (r->upstream) {
+                r->upstream->buffering = 0;
+            }
+
+            ctx->strip = ngx_pcalloc(r->pool,
+                                     sizeof(ngx_http_llm_router_strip_t));
+            if (ctx->strip == NULL) {
+                return NGX_ERROR;
+            }
+
+            ctx->strip->line = ngx_pnalloc(r->pool,
+                                           NGX_HTTP_LLM_ROUTER_STRIP_LINE);
+            if (ctx->strip->line == NULL) {
+                return NGX_ERROR;
+            }
+
+            /* the length changes */
+            ngx_http_clear_content_length(r);
+        }
     }
 
     return ngx_http_next_header_filter(r);
+}
+
+
+/*
+ * The error in the shape of the client's dialect.  One it cannot fix by
+ * retrying (a spent budget, a configuration that chose no model) says
+ * so: the OpenAI and Anthropic SDKs would otherwise retry, and sleep for
+ * as long as Retry-After says.
+ */
+
+static ngx_uint_t
+ngx_http_llm_router_sse(ngx_http_request_t *r)
+{
+    return r->headers_out.content_type.len >= sizeof("text/event-stream") - 1
+           && ngx_strncasecmp(r->headers_out.content_type.data,
+                              (u_char *) "text/event-stream",
+                              sizeof("text/event-stream") - 1)
+              == 0;
+}
+
+
+/* a chat stream that carries the usage only the router asked for */
+
+static ngx_uint_t
+ngx_http_llm_router_unasked(ngx_http_request_t *r,
+    ngx_http_llm_router_ctx_t *ctx)
+{
+    return ctx->dialect && ctx->dialect->stream_usage
+           && ctx->request.f.stream && !ctx->request.f.include_usage
+           && ngx_http_llm_router_sse(r);
 }
 
 
@@ -155,10 +222,7 @@ ngx_http_llm_router_json_error(ngx_http_request_t *r,
     ngx_http_llm_router_ctx_t *ctx)
 {
     u_char                        *p;
-    size_t                         len;
-    ngx_str_t                      type;
     ngx_buf_t                     *b;
-    ngx_table_elt_t               *h;
     ngx_http_llm_router_status_t  *s;
 
     if (ctx->error.len == 0) {
@@ -171,29 +235,19 @@ ngx_http_llm_router_json_error(ngx_http_request_t *r,
         ctx->error = s->message;
     }
 
-    if (r->err_status >= NGX_HTTP_INTERNAL_SERVER_ERROR) {
-        ngx_str_set(&type, "server_error");
-
-    } else {
-        ngx_str_set(&type, "invalid_request_error");
+    if (ctx->dialect == NULL) {
+        ctx->dialect = ngx_http_llm_router_dialect(r);
     }
 
-    len = sizeof("{\"error\":{\"message\":\"\",\"type\":\"\","
-                 "\"param\":null,\"code\":null}}\n") - 1
-          + llmr_json_escape_size(ctx->error.data, ctx->error.len) + type.len;
-
-    b = ngx_create_temp_buf(r->pool, len);
+    b = ngx_create_temp_buf(r->pool,
+                            llmr_error_json_size(ctx->error.data,
+                                                 ctx->error.len));
     if (b == NULL) {
         return NGX_ERROR;
     }
 
-    p = ngx_cpymem(b->pos, "{\"error\":{\"message\":\"",
-                   sizeof("{\"error\":{\"message\":\"") - 1);
-    p = llmr_json_escape(p, ctx->error.data, ctx->error.len);
-    p = ngx_sprintf(p, "\",\"type\":\"%V\",\"param\":null,\"code\":null}}\n",
-                    &type);
-
-    b->last = p;
+    b->last = llmr_error_json(ctx->dialect, r->err_status, ctx->error.data,
+                              ctx->error.len, b->pos);
     b->last_buf = 1;
     b->last_in_chain = 1;
 
@@ -201,23 +255,26 @@ ngx_http_llm_router_json_error(ngx_http_request_t *r,
     ctx->json_error = 1;
 
     if (ctx->retry_after) {
-        h = ngx_list_push(&r->headers_out.headers);
-        if (h == NULL) {
+        p = ngx_pnalloc(r->pool, NGX_TIME_T_LEN);
+        if (p == NULL) {
             return NGX_ERROR;
         }
 
-        h->hash = 1;
-#if (nginx_version >= 1023000)
-        h->next = NULL;
-#endif
-        ngx_str_set(&h->key, "Retry-After");
-        h->value.data = ngx_pnalloc(r->pool, NGX_TIME_T_LEN);
-        if (h->value.data == NULL) {
+        if (ngx_http_llm_router_add_header(r, "Retry-After", p,
+                                  ngx_sprintf(p, "%T", ctx->retry_after) - p)
+            != NGX_OK)
+        {
             return NGX_ERROR;
         }
+    }
 
-        h->value.len = ngx_sprintf(h->value.data, "%T", ctx->retry_after)
-                       - h->value.data;
+    if (ctx->no_retry
+        && ngx_http_llm_router_add_header(r, "x-should-retry",
+                                          (u_char *) "false",
+                                          sizeof("false") - 1)
+           != NGX_OK)
+    {
+        return NGX_ERROR;
     }
 
     ngx_str_set(&r->headers_out.content_type, "application/json");
@@ -231,6 +288,30 @@ ngx_http_llm_router_json_error(ngx_http_request_t *r,
         r->headers_out.content_length->hash = 0;
         r->headers_out.content_length = NULL;
     }
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_llm_router_add_header(ngx_http_request_t *r, const char *name,
+    u_char *value, size_t len)
+{
+    ngx_table_elt_t  *h;
+
+    h = ngx_list_push(&r->headers_out.headers);
+    if (h == NULL) {
+        return NGX_ERROR;
+    }
+
+    h->hash = 1;
+#if (nginx_version >= 1023000)
+    h->next = NULL;
+#endif
+    h->key.data = (u_char *) name;
+    h->key.len = ngx_strlen(name);
+    h->value.data = value;
+    h->value.len = len;
 
     return NGX_OK;
 }
@@ -305,7 +386,179 @@ ngx_http_llm_router_body_filter(ngx_http_request_t *r, ngx_chain_t *in)
         }
     }
 
+    if (ctx->strip && ngx_http_llm_router_unask(r, ctx, &in) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
     return ngx_http_next_body_filter(r, in);
+}
+
+
+/*
+ * The stream without what the client did not ask for: each buffer is
+ * copied, whole lines made of its bytes and of those held from the
+ * buffers before.  A line is held up to a bound; a longer one, not the
+ * usage chunk, goes on as it comes but for its last bytes, which may
+ * hold "usage":null.
+ */
+
+static ngx_int_t
+ngx_http_llm_router_unask(ngx_http_request_t *r,
+    ngx_http_llm_router_ctx_t *ctx, ngx_chain_t **in)
+{
+    int                           drop;
+    u_char                       *p, *end, *nl, *o;
+    size_t                        n;
+    ngx_buf_t                    *b, *ob;
+    ngx_chain_t                  *cl, *out, **last;
+    ngx_http_llm_router_strip_t  *st;
+
+    st = ctx->strip;
+    out = NULL;
+    last = &out;
+
+    for (cl = *in; cl; cl = cl->next) {
+        b = cl->buf;
+
+        if ((!ngx_buf_in_memory(b) && !ngx_buf_special(b))
+            || (ngx_buf_special(b) && !(b->last_buf && st->len)))
+        {
+            ob = b;
+            goto next;
+        }
+
+        ob = ngx_calloc_buf(r->pool);
+        if (ob == NULL) {
+            return NGX_ERROR;
+        }
+
+        o = ngx_pnalloc(r->pool, st->len + (b->last - b->pos) + 1);
+        if (o == NULL) {
+            return NGX_ERROR;
+        }
+
+        ob->pos = o;
+        ob->start = o;
+        ob->temporary = 1;
+
+        for (p = b->pos, end = b->last; p < end; p += n) {
+            nl = ngx_strlchr(p, end, '\n');
+            n = nl ? (size_t) (nl + 1 - p) : (size_t) (end - p);
+
+            if (st->long_line || st->len + n > NGX_HTTP_LLM_ROUTER_STRIP_LINE)
+            {
+                st->long_line = 1;
+                o = ngx_http_llm_router_keep_tail(st, p, n, o);
+
+                if (nl) {
+                    o += llmr_usage_unasked(st->line, st->len, 0, o, &drop);
+                    st->len = 0;
+                    st->long_line = 0;
+                }
+
+                continue;
+            }
+
+            ngx_memcpy(st->line + st->len, p, n);
+            st->len += n;
+
+            if (nl) {
+                o = ngx_http_llm_router_unask_line(st, st->line, st->len, o);
+                st->len = 0;
+            }
+        }
+
+        /* the stream ends: a line without its end goes as it is */
+
+        if (b->last_buf) {
+            o = ngx_cpymem(o, st->line, st->len);
+            st->len = 0;
+        }
+
+        ob->last = o;
+        ob->end = o;
+        ob->flush = b->flush;
+        ob->last_buf = b->last_buf;
+        ob->last_in_chain = b->last_in_chain;
+
+        if (o == ob->pos) {
+            /* nothing to send yet: a special buffer, not an empty one */
+            ob->temporary = 0;
+            ob->sync = 1;
+        }
+
+        b->pos = b->last;
+
+    next:
+
+        *last = ngx_alloc_chain_link(r->pool);
+        if (*last == NULL) {
+            return NGX_ERROR;
+        }
+
+        (*last)->buf = ob;
+        (*last)->next = NULL;
+        last = &(*last)->next;
+    }
+
+    *in = out;
+
+    return NGX_OK;
+}
+
+
+/* the bytes held and p, but for their last ones, which are held */
+
+static u_char *
+ngx_http_llm_router_keep_tail(ngx_http_llm_router_strip_t *strip, u_char *p,
+    size_t n, u_char *out)
+{
+    size_t  total, keep, send, held;
+
+    total = strip->len + n;
+    keep = ngx_min(total, NGX_HTTP_LLM_ROUTER_STRIP_TAIL);
+    send = total - keep;
+    held = ngx_min(send, strip->len);
+
+    out = ngx_cpymem(out, strip->line, held);
+    out = ngx_cpymem(out, p, send - held);
+
+    ngx_memmove(strip->line, strip->line + held, strip->len - held);
+    ngx_memcpy(strip->line + strip->len - held, p + send - held,
+               n - (send - held));
+
+    strip->len = keep;
+
+    return out;
+}
+
+
+static u_char *
+ngx_http_llm_router_unask_line(ngx_http_llm_router_strip_t *strip,
+    u_char *line, size_t len, u_char *out)
+{
+    int  drop;
+
+    /* the blank line that ended a dropped event goes with it */
+
+    if (strip->drop_blank
+        && ((len == 1 && line[0] == '\n')
+            || (len == 2 && line[0] == '\r' && line[1] == '\n')))
+    {
+        strip->drop_blank = 0;
+        return out;
+    }
+
+    strip->drop_blank = 0;
+
+    len = llmr_usage_unasked(line, len, 1, out, &drop);
+
+    if (drop) {
+        strip->drop_blank = 1;
+        return out;
+    }
+
+    return out + len;
 }
 
 

@@ -28,6 +28,15 @@ static char *ngx_http_llm_router_set_price(ngx_conf_t *cf,
     ngx_http_llm_router_model_t *model, ngx_str_t *value);
 static char *ngx_http_llm_router_set_context(ngx_conf_t *cf,
     ngx_http_llm_router_model_t *model, ngx_str_t *value);
+static char *ngx_http_llm_router_set_api(ngx_conf_t *cf,
+    ngx_http_llm_router_model_t *model, ngx_str_t *value);
+static char *ngx_http_llm_router_api(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+static ngx_int_t ngx_http_llm_router_check_api(ngx_conf_t *cf,
+    ngx_http_llm_router_loc_conf_t *conf);
+static ngx_int_t ngx_http_llm_router_reaches(ngx_conf_t *cf,
+    ngx_http_llm_router_loc_conf_t *conf, ngx_http_llm_router_model_t *model,
+    u_char *seen, const char *how);
 static char *ngx_http_llm_router_escalate_pattern(ngx_conf_t *cf,
     ngx_command_t *cmd, void *conf);
 static ngx_int_t ngx_http_llm_router_resolve_chain(ngx_conf_t *cf,
@@ -86,7 +95,8 @@ static ngx_conf_num_bounds_t  ngx_http_llm_router_history_bounds = {
 
 typedef struct {
     ngx_str_t                      name;
-    ngx_uint_t                     nargs;
+    ngx_uint_t                     nargs;         /* at least */
+    ngx_uint_t                     max_args;
     ngx_uint_t                     bit;
     char                        *(*set)(ngx_conf_t *cf,
                                       ngx_http_llm_router_model_t *model,
@@ -95,22 +105,29 @@ typedef struct {
 } ngx_http_llm_router_option_t;
 
 
+#define NGX_HTTP_LLM_ROUTER_OPTION_AUTH  0x04
+
+
 /* fallback and escalate name models resolved once every model is known */
 
 static ngx_http_llm_router_option_t  ngx_http_llm_router_options[] = {
-    { ngx_string("url"), 1, 0x01, ngx_http_llm_router_set_url, 0 },
-    { ngx_string("model"), 1, 0x02, NULL,
+    { ngx_string("url"), 1, 1, 0x01, ngx_http_llm_router_set_url, 0 },
+    { ngx_string("model"), 1, 1, 0x02, NULL,
       offsetof(ngx_http_llm_router_model_t, upstream) },
-    { ngx_string("auth"), 1, 0x04, ngx_http_llm_router_set_auth, 0 },
-    { ngx_string("key"), 1, 0x08, ngx_http_llm_router_set_key, 0 },
-    { ngx_string("key_file"), 1, 0x08, ngx_http_llm_router_set_key_file, 0 },
-    { ngx_string("price"), 2, 0x10, ngx_http_llm_router_set_price, 0 },
-    { ngx_string("context"), 1, 0x20, ngx_http_llm_router_set_context, 0 },
-    { ngx_string("fallback"), 1, 0x40, NULL,
+    { ngx_string("auth"), 1, 1, NGX_HTTP_LLM_ROUTER_OPTION_AUTH,
+      ngx_http_llm_router_set_auth, 0 },
+    { ngx_string("key"), 1, 1, 0x08, ngx_http_llm_router_set_key, 0 },
+    { ngx_string("key_file"), 1, 1, 0x08, ngx_http_llm_router_set_key_file,
+      0 },
+    { ngx_string("price"), 2, 4, 0x10, ngx_http_llm_router_set_price, 0 },
+    { ngx_string("context"), 1, 1, 0x20, ngx_http_llm_router_set_context,
+      0 },
+    { ngx_string("fallback"), 1, 1, 0x40, NULL,
       offsetof(ngx_http_llm_router_model_t, fallback_name) },
-    { ngx_string("escalate"), 1, 0x80, NULL,
+    { ngx_string("escalate"), 1, 1, 0x80, NULL,
       offsetof(ngx_http_llm_router_model_t, escalate_name) },
-    { ngx_null_string, 0, 0, NULL, 0 }
+    { ngx_string("api"), 1, 1, 0x100, ngx_http_llm_router_set_api, 0 },
+    { ngx_null_string, 0, 0, 0, NULL, 0 }
 };
 
 
@@ -180,6 +197,13 @@ static ngx_command_t  ngx_http_llm_router_commands[] = {
       ngx_conf_set_flag_slot,
       NGX_HTTP_LOC_CONF_OFFSET,
       offsetof(ngx_http_llm_router_loc_conf_t, enable),
+      NULL },
+
+    { ngx_string("llm_router_api"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_http_llm_router_api,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
       NULL },
 
     { ngx_string("llm_router_history"),
@@ -369,6 +393,7 @@ ngx_http_llm_router_model_block(ngx_conf_t *cf, ngx_command_t *cmd,
     ngx_memzero(model, sizeof(ngx_http_llm_router_model_t));
 
     model->name = value[1];
+    model->dialect = &llmr_dialects[LLMR_API_CHAT];
     model->auth = NGX_HTTP_LLM_ROUTER_AUTH_BEARER;
     model->hash = ngx_crc32_short(value[1].data, value[1].len) | 1;
     model->file = cf->conf_file->file.name.data;
@@ -391,6 +416,14 @@ ngx_http_llm_router_model_block(ngx_conf_t *cf, ngx_command_t *cmd,
                            "no \"url\" in llm_router_model \"%V\"",
                            &model->name);
         return NGX_CONF_ERROR;
+    }
+
+    /* Anthropic takes its key in x-api-key */
+
+    if (!(model->set & NGX_HTTP_LLM_ROUTER_OPTION_AUTH)
+        && model->dialect->api == LLMR_API_MESSAGES)
+    {
+        model->auth = NGX_HTTP_LLM_ROUTER_AUTH_X_API_KEY;
     }
 
     if (model->key == NULL && model->auth != NGX_HTTP_LLM_ROUTER_AUTH_NONE) {
@@ -453,7 +486,9 @@ ngx_http_llm_router_model_option(ngx_conf_t *cf, ngx_command_t *dummy,
         return NGX_CONF_ERROR;
     }
 
-    if (cf->args->nelts - 1 != opt->nargs) {
+    if (cf->args->nelts - 1 < opt->nargs
+        || cf->args->nelts - 1 > opt->max_args)
+    {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                            "invalid number of arguments in \"%V\" of "
                            "llm_router_model \"%V\"", &value[0],
@@ -569,10 +604,14 @@ ngx_http_llm_router_set_key(ngx_conf_t *cf, ngx_http_llm_router_model_t *model,
 }
 
 
+/* price IN OUT [cached=C] [cache_write=W], USD per million tokens */
+
 static char *
 ngx_http_llm_router_set_price(ngx_conf_t *cf,
     ngx_http_llm_router_model_t *model, ngx_str_t *value)
 {
+    ngx_uint_t  i, n;
+
     if (llmr_price_parse(value[0].data, value[0].len, &model->price_in)
         != LLMR_OK
         || llmr_price_parse(value[1].data, value[1].len, &model->price_out)
@@ -580,6 +619,40 @@ ngx_http_llm_router_set_price(ngx_conf_t *cf,
     {
         return "two prices in USD per million tokens (input, output) "
                "expected, at most 1000 with 6 decimals";
+    }
+
+    n = cf->args->nelts - 1;
+
+    for (i = 2; i < n; i++) {
+
+        if (value[i].len > 7
+            && ngx_strncmp(value[i].data, "cached=", 7) == 0
+            && !model->cached_set
+            && llmr_price_parse(value[i].data + 7, value[i].len - 7,
+                                &model->price_cached)
+               == LLMR_OK)
+        {
+            model->cached_set = 1;
+            continue;
+        }
+
+        if (value[i].len > 12
+            && ngx_strncmp(value[i].data, "cache_write=", 12) == 0
+            && !model->cache_write_set
+            && llmr_price_parse(value[i].data + 12, value[i].len - 12,
+                                &model->price_cache_write)
+               == LLMR_OK)
+        {
+            model->cache_write_set = 1;
+            continue;
+        }
+
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid parameter \"%V\" in \"price\" of "
+                           "llm_router_model \"%V\": \"cached=USD\" or "
+                           "\"cache_write=USD\" expected, once each",
+                           &value[i], &model->name);
+        return NGX_CONF_ERROR;
     }
 
     return NGX_CONF_OK;
@@ -599,6 +672,60 @@ ngx_http_llm_router_set_context(ngx_conf_t *cf,
     }
 
     model->context = n;
+
+    return NGX_CONF_OK;
+}
+
+
+static char *
+ngx_http_llm_router_set_api(ngx_conf_t *cf,
+    ngx_http_llm_router_model_t *model, ngx_str_t *value)
+{
+    model->dialect = llmr_dialect_find(value->data, value->len);
+
+    if (model->dialect == NULL) {
+        return "chat, messages or responses expected";
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+/* llm_router_api chat | messages | responses | auto */
+
+static char *
+ngx_http_llm_router_api(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_llm_router_loc_conf_t *llcf = conf;
+
+    ngx_str_t             *value;
+    const llmr_dialect_t  *d;
+
+    if (llcf->api != NGX_CONF_UNSET_UINT) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    if (ngx_strcmp(value[1].data, "auto") == 0) {
+        llcf->api = LLMR_APIS;
+
+    } else {
+        d = llmr_dialect_find(value[1].data, value[1].len);
+
+        if (d == NULL) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "invalid value \"%V\", \"chat\", "
+                               "\"messages\", \"responses\" or \"auto\" "
+                               "expected", &value[1]);
+            return NGX_CONF_ERROR;
+        }
+
+        llcf->api = d->api;
+    }
+
+    llcf->api_file = cf->conf_file->file.name.data;
+    llcf->api_line = cf->conf_file->line;
 
     return NGX_CONF_OK;
 }
@@ -1474,7 +1601,15 @@ ngx_http_llm_router_init_main_conf(ngx_conf_t *cf, void *conf)
         cm[i].upstream.len = model[i].upstream.len;
         cm[i].price_in = model[i].price_in;
         cm[i].price_out = model[i].price_out;
+        cm[i].price_cached = model[i].price_cached;
+        cm[i].price_cache_write = model[i].price_cache_write;
         cm[i].context = model[i].context;
+
+        llmr_model_prices(&cm[i], model[i].dialect, model[i].cached_set,
+                          model[i].cache_write_set);
+
+        model[i].price_cached = cm[i].price_cached;
+        model[i].price_cache_write = cm[i].price_cache_write;
     }
 
     lmcf->core_models = cm;
@@ -1597,6 +1732,7 @@ ngx_http_llm_router_create_loc_conf(ngx_conf_t *cf)
     llcf->pin = NGX_CONF_UNSET;
     llcf->history = NGX_CONF_UNSET;
     llcf->triage = NGX_CONF_UNSET_PTR;
+    llcf->api = NGX_CONF_UNSET_UINT;
 
     return llcf;
 }
@@ -1652,6 +1788,13 @@ ngx_http_llm_router_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
                              NULL);
     ngx_conf_merge_value(conf->history, prev->history, 6);
 
+    if (conf->api == NGX_CONF_UNSET_UINT) {
+        conf->api = (prev->api == NGX_CONF_UNSET_UINT) ? LLMR_APIS
+                                                       : prev->api;
+        conf->api_file = prev->api_file;
+        conf->api_line = prev->api_line;
+    }
+
     /* like proxy_set_header: rules of a level replace the inherited ones */
 
     if (conf->rules == NULL) {
@@ -1670,7 +1813,9 @@ ngx_http_llm_router_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
         return NGX_CONF_ERROR;
     }
 
-    if (ngx_http_llm_router_resolve(cf, conf) != NGX_OK) {
+    if (ngx_http_llm_router_resolve(cf, conf) != NGX_OK
+        || ngx_http_llm_router_check_api(cf, conf) != NGX_OK)
+    {
         return NGX_CONF_ERROR;
     }
 
@@ -1706,6 +1851,109 @@ ngx_http_llm_router_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     }
 
     return NGX_CONF_OK;
+}
+
+
+/*
+ * A location of one dialect must not reach a model of another: by a
+ * rule, its default, a budget's downgrade, or the fallbacks and
+ * escalations of any of these.
+ */
+
+static ngx_int_t
+ngx_http_llm_router_check_api(ngx_conf_t *cf,
+    ngx_http_llm_router_loc_conf_t *conf)
+{
+    u_char                           *seen;
+    ngx_uint_t                        i;
+    llmr_rule_t                      *rule;
+    ngx_http_llm_router_model_t      *model;
+    ngx_http_llm_router_budget_t    **budget;
+    ngx_http_llm_router_main_conf_t  *lmcf;
+
+    if (conf->api == LLMR_APIS || !ngx_http_llm_router_on(conf)) {
+        return NGX_OK;
+    }
+
+    lmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_llm_router_module);
+    model = lmcf->models.elts;
+
+    seen = ngx_pcalloc(cf->temp_pool, lmcf->models.nelts + 1);
+    if (seen == NULL) {
+        return NGX_ERROR;
+    }
+
+    if (ngx_http_llm_router_reaches(cf, conf, conf->default_model, seen,
+                                    "llm_router_default")
+        != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    rule = conf->rules ? conf->rules->elts : NULL;
+
+    for (i = 0; rule && i < conf->rules->nelts; i++) {
+        if (ngx_http_llm_router_reaches(cf, conf, &model[rule[i].model],
+                                        seen, "llm_router_rule")
+            != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
+    }
+
+    budget = conf->budgets ? conf->budgets->elts : NULL;
+
+    for (i = 0; budget && i < conf->budgets->nelts; i++) {
+        if (ngx_http_llm_router_reaches(cf, conf, budget[i]->downgrade,
+                                        seen, "llm_router_budget")
+            != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
+    }
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_llm_router_reaches(ngx_conf_t *cf,
+    ngx_http_llm_router_loc_conf_t *conf, ngx_http_llm_router_model_t *model,
+    u_char *seen, const char *how)
+{
+    ngx_http_llm_router_main_conf_t  *lmcf;
+
+    lmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_llm_router_module);
+
+    /* every model once: chains of fallbacks and escalations may cross */
+
+    if (model == NULL
+        || seen[model - (ngx_http_llm_router_model_t *) lmcf->models.elts])
+    {
+        return NGX_OK;
+    }
+
+    seen[model - (ngx_http_llm_router_model_t *) lmcf->models.elts] = 1;
+
+    if (model->dialect->api != conf->api) {
+        ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
+                      "\"llm_router_api %V\" can reach model \"%V\" of "
+                      "\"api %V\" by %s in %s:%ui",
+                      &llmr_dialects[conf->api].name, &model->name,
+                      &model->dialect->name, how, conf->api_file,
+                      conf->api_line);
+        return NGX_ERROR;
+    }
+
+    if (ngx_http_llm_router_reaches(cf, conf, model->fallback, seen,
+                                    "fallback")
+        != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    return ngx_http_llm_router_reaches(cf, conf, model->escalate, seen,
+                                       "escalate");
 }
 
 

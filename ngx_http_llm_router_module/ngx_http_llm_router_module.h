@@ -30,10 +30,15 @@ struct ngx_http_llm_router_model_s {
     ngx_str_t                      url;
     ngx_str_t                      upstream;      /* the body's "model" */
     ngx_str_t                      upstream_json; /* as a JSON string */
+    const llmr_dialect_t          *dialect;       /* what its url speaks */
     ngx_uint_t                     auth;
     ngx_http_complex_value_t      *key;
     uint64_t                       price_in;
     uint64_t                       price_out;
+    uint64_t                       price_cached;
+    uint64_t                       price_cache_write;
+    unsigned                       cached_set:1;
+    unsigned                       cache_write_set:1;
     ngx_uint_t                     context;
     ngx_str_t                      fallback_name;
     ngx_http_llm_router_model_t   *fallback;
@@ -270,6 +275,10 @@ typedef struct {
 
     ngx_http_handler_pt            content;      /* explain or status */
 
+    ngx_uint_t                     api;      /* llmr_api_e, or LLMR_APIS */
+    u_char                        *api_file;
+    ngx_uint_t                     api_line;
+
     ngx_flag_t                     enable;
     ngx_flag_t                     explain;
     ngx_flag_t                     pin;
@@ -287,17 +296,35 @@ typedef struct {
     ngx_uint_t                     status;
     ngx_msec_t                     start;
     ngx_msec_t                     latency;
-    uint64_t                       prompt;        /* of an escalated answer */
-    uint64_t                       completion;
+    llmr_tokens_t                  tokens;        /* of an escalated answer */
     uint64_t                       cost;          /* pico-USD */
     const char                    *reason;        /* why another came */
     unsigned                       failed:1;
 } ngx_http_llm_router_attempt_t;
 
 
+/*
+ * A chat stream whose client did not ask for usage: the usage chunk and
+ * the "usage":null members that asking made the provider send are taken
+ * out, line by line.
+ */
+
+#define NGX_HTTP_LLM_ROUTER_STRIP_LINE  16384
+#define NGX_HTTP_LLM_ROUTER_STRIP_TAIL  64
+
 typedef struct {
+    u_char                        *line;          /* a line not yet whole */
+    size_t                         len;
+    unsigned                       drop_blank:1;  /* after a dropped event */
+    unsigned                       long_line:1;   /* passed on but its end */
+} ngx_http_llm_router_strip_t;
+
+
+typedef struct {
+    const llmr_dialect_t          *dialect;       /* the request's */
     llmr_request_t                 request;
     llmr_usage_t                   usage;
+    ngx_http_llm_router_strip_t   *strip;
 
     ngx_http_llm_router_model_t   *model;
     ngx_str_t                      rule;
@@ -341,8 +368,7 @@ typedef struct {
     ngx_buf_t                     *triage_answer;
     ngx_msec_t                     triage_start;
     ngx_msec_t                     triage_latency;
-    uint64_t                       triage_prompt;
-    uint64_t                       triage_completion;
+    llmr_tokens_t                  triage_tokens;
     uint64_t                       triage_cost;   /* pico-USD */
     uint32_t                       triage_hash[2];
     const char                    *triage_error;
@@ -367,12 +393,12 @@ typedef struct {
     unsigned                       scan_usage:1;
     unsigned                       json_error:1;
     unsigned                       json_error_sent:1;
+    unsigned                       no_retry:1;    /* retrying cannot help */
 } ngx_http_llm_router_ctx_t;
 
 
 typedef struct {
-    uint64_t                   prompt;
-    uint64_t                   completion;
+    llmr_tokens_t              tokens;
     uint64_t                   cost;
     ngx_str_t                  source;
 } ngx_http_llm_router_account_t;
@@ -450,6 +476,9 @@ ngx_int_t ngx_http_llm_router_triage_headers(ngx_http_request_t *r,
     ngx_str_t *auth, ngx_list_t *list);
 ngx_int_t ngx_http_llm_router_send_buf(ngx_http_request_t *r, ngx_buf_t *b,
     ngx_str_t *type);
+const llmr_dialect_t *ngx_http_llm_router_dialect(ngx_http_request_t *r);
+uint64_t ngx_http_llm_router_model_cost(ngx_http_request_t *r,
+    ngx_http_llm_router_model_t *model, llmr_tokens_t *tokens);
 ngx_int_t ngx_http_llm_router_hold(ngx_http_request_t *sr,
     ngx_http_llm_router_ctx_t *ctx, ngx_chain_t *in);
 size_t ngx_http_llm_router_json_size(ngx_str_t *s);

@@ -315,6 +315,7 @@ ngx_http_llm_router_ask(ngx_http_request_t *r,
     llcf = ngx_http_get_module_loc_conf(r, ngx_http_llm_router_module);
     t = llcf->triage;
 
+    lt.dialect = t->model->dialect;
     lt.model.data = t->model->upstream.data;
     lt.model.len = t->model->upstream.len;
     lt.prompt.data = llcf->triage_prompt.data;
@@ -514,20 +515,17 @@ ngx_http_llm_router_judge(ngx_http_request_t *r,
 {
     size_t                            len, n;
     u_char                           *content, *body;
-    uint64_t                          prompt, completion;
     ngx_buf_t                        *b;
     llmr_str_t                        field;
     llmr_usage_t                      usage;
+    llmr_tokens_t                    *tokens;
     llmr_answer_t                     answer;
     llmr_criteria_t                   criteria;
     llmr_features_t                  *f;
-    ngx_http_llm_router_model_t      *models;
     ngx_http_llm_router_triage_t     *t;
     ngx_http_llm_router_loc_conf_t   *llcf;
-    ngx_http_llm_router_main_conf_t  *lmcf;
 
     llcf = ngx_http_get_module_loc_conf(r, ngx_http_llm_router_module);
-    lmcf = ngx_http_get_module_main_conf(r, ngx_http_llm_router_module);
     t = llcf->triage;
     f = &ctx->request.f;
 
@@ -551,7 +549,7 @@ ngx_http_llm_router_judge(ngx_http_request_t *r,
     }
 
     ngx_memzero(&criteria, sizeof(llmr_criteria_t));
-    llmr_answer_init(&answer, &criteria, content, len);
+    llmr_answer_init(&answer, t->model->dialect, &criteria, content, len);
 
     if (llmr_answer_check(&answer, body, len, 0) == LLMR_VERDICT_OK) {
         content = answer.content;
@@ -574,24 +572,19 @@ ngx_http_llm_router_judge(ngx_http_request_t *r,
 
     /* the call was billed whether its answer is usable or not */
 
-    llmr_usage_init(&usage, 0);
+    llmr_usage_init(&usage, t->model->dialect, 0);
     llmr_usage_feed(&usage, body, len);
 
-    if (usage.prompt_tokens >= 0) {
-        prompt = usage.prompt_tokens;
-        completion = usage.completion_tokens;
+    tokens = &ctx->triage_tokens;
 
-    } else {
+    if (!llmr_usage_tokens(&usage, tokens)) {
         b = sr->request_body->bufs->buf;
-        prompt = llmr_estimate_tokens(b->pos, b->last - b->pos);
-        completion = content ? llmr_estimate_tokens(content, n) : 0;
+        ngx_memzero(tokens, sizeof(llmr_tokens_t));
+        tokens->prompt = llmr_estimate_tokens(b->pos, b->last - b->pos);
+        tokens->completion = content ? llmr_estimate_tokens(content, n) : 0;
     }
 
-    models = lmcf->models.elts;
-    ctx->triage_prompt = prompt;
-    ctx->triage_completion = completion;
-    ctx->triage_cost = llmr_cost(&lmcf->core_models[t->model - models],
-                                 prompt, completion);
+    ctx->triage_cost = ngx_http_llm_router_model_cost(r, t->model, tokens);
 
     if (content == NULL) {
         ngx_http_llm_router_triage_fail(r, ctx, "unreadable");

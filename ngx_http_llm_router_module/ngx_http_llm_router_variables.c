@@ -24,6 +24,10 @@ static ngx_int_t ngx_http_llm_router_triage_variable(ngx_http_request_t *r,
     ngx_http_variable_value_t *v, uintptr_t data);
 static ngx_int_t ngx_http_llm_router_cost_variable(ngx_http_request_t *r,
     ngx_http_variable_value_t *v, uintptr_t data);
+static ngx_int_t ngx_http_llm_router_requested_variable(
+    ngx_http_request_t *r, ngx_http_variable_value_t *v, uintptr_t data);
+static ngx_int_t ngx_http_llm_router_api_variable(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v, uintptr_t data);
 static ngx_int_t ngx_http_llm_router_log_variable(ngx_http_request_t *r,
     ngx_http_variable_value_t *v, uintptr_t data);
 static size_t ngx_http_llm_router_attempts_size(
@@ -74,6 +78,14 @@ static ngx_http_variable_t  ngx_http_llm_router_vars[] = {
 
     { ngx_string("llm_router_cost"), NULL,
       ngx_http_llm_router_cost_variable, 0,
+      NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
+    { ngx_string("llm_router_requested_model"), NULL,
+      ngx_http_llm_router_requested_variable, 0,
+      NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
+    { ngx_string("llm_router_api"), NULL,
+      ngx_http_llm_router_api_variable, 0,
       NGX_HTTP_VAR_NOCACHEABLE, 0 },
 
     { ngx_string("llm_router_log"), NULL,
@@ -264,6 +276,51 @@ ngx_http_llm_router_triage_variable(ngx_http_request_t *r,
 }
 
 
+/*
+ * The client's "model", as soon as the body is read: rules may test it,
+ * as agents ask for a small model for their background work.
+ */
+
+static ngx_int_t
+ngx_http_llm_router_requested_variable(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v, uintptr_t data)
+{
+    ngx_http_llm_router_ctx_t  *ctx;
+
+    ctx = ngx_http_get_module_ctx(r->main, ngx_http_llm_router_module);
+
+    if (ctx == NULL || !ctx->parsed || ctx->request.f.model_len == 0) {
+        v->not_found = 1;
+        return NGX_OK;
+    }
+
+    ngx_http_llm_router_value(v, ctx->request.f.model,
+                              ctx->request.f.model_len);
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_llm_router_api_variable(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v, uintptr_t data)
+{
+    ngx_http_llm_router_ctx_t  *ctx;
+
+    ctx = ngx_http_get_module_ctx(r->main, ngx_http_llm_router_module);
+
+    if (ctx == NULL || ctx->dialect == NULL) {
+        v->not_found = 1;
+        return NGX_OK;
+    }
+
+    ngx_http_llm_router_value(v, (u_char *) ctx->dialect->name.data,
+                              ctx->dialect->name.len);
+
+    return NGX_OK;
+}
+
+
 static ngx_int_t
 ngx_http_llm_router_cost_variable(ngx_http_request_t *r,
     ngx_http_variable_value_t *v, uintptr_t data)
@@ -301,9 +358,6 @@ void
 ngx_http_llm_router_account(ngx_http_request_t *r,
     ngx_http_llm_router_ctx_t *ctx, ngx_http_llm_router_account_t *a)
 {
-    ngx_http_llm_router_model_t      *models;
-    ngx_http_llm_router_main_conf_t  *lmcf;
-
     ngx_memzero(a, sizeof(ngx_http_llm_router_account_t));
     ngx_str_set(&a->source, "none");
 
@@ -311,22 +365,30 @@ ngx_http_llm_router_account(ngx_http_request_t *r,
         return;
     }
 
-    if (ctx->usage.prompt_tokens >= 0) {
-        a->prompt = ctx->usage.prompt_tokens;
-        a->completion = ctx->usage.completion_tokens;
+    if (llmr_usage_tokens(&ctx->usage, &a->tokens)) {
         ngx_str_set(&a->source, "response");
 
     } else {
-        a->prompt = ctx->request.f.prompt_tokens;
-        a->completion = llmr_usage_content_tokens(&ctx->usage);
+        a->tokens.prompt = ctx->request.f.prompt_tokens;
+        a->tokens.completion = llmr_usage_content_tokens(&ctx->usage);
         ngx_str_set(&a->source, "estimate");
     }
 
-    lmcf = ngx_http_get_module_main_conf(r, ngx_http_llm_router_module);
-    models = lmcf->models.elts;
+    a->cost = ngx_http_llm_router_model_cost(r, ctx->model, &a->tokens);
+}
 
-    a->cost = llmr_cost(&lmcf->core_models[ctx->model - models],
-                        a->prompt, a->completion);
+
+uint64_t
+ngx_http_llm_router_model_cost(ngx_http_request_t *r,
+    ngx_http_llm_router_model_t *model, llmr_tokens_t *tokens)
+{
+    ngx_http_llm_router_main_conf_t  *lmcf;
+
+    lmcf = ngx_http_get_module_main_conf(r, ngx_http_llm_router_module);
+
+    return llmr_cost(&lmcf->core_models[model
+                         - (ngx_http_llm_router_model_t *) lmcf->models.elts],
+                     tokens);
 }
 
 
@@ -352,8 +414,8 @@ ngx_http_llm_router_total_cost(ngx_http_llm_router_ctx_t *ctx,
 
 
 #define NGX_HTTP_LLM_ROUTER_DECISION_FIELDS                                   \
-    "\"model\":,\"upstream_model\":,\"rule\":,\"stream\":false,"             \
-    "\"messages\":,\"est_tokens\":,\"score\":"
+    "\"api\":\"responses\",\"model\":,\"upstream_model\":,\"rule\":,"          \
+    "\"stream\":false,\"messages\":,\"est_tokens\":,\"score\":"
 
 #define NGX_HTTP_LLM_ROUTER_TRIAGE_FIELDS                                     \
     ",\"triage\":{\"verdict\":\"\",\"cached\":false,\"latency_ms\":,"         \
@@ -394,6 +456,13 @@ ngx_http_llm_router_decision(u_char *p, ngx_http_llm_router_ctx_t *ctx)
     static const llmr_features_t  nothing = { .score = -1 };
 
     ngx_str_null(&none);
+
+    if (ctx && ctx->dialect) {
+        p = ngx_sprintf(p, "\"api\":\"%V\",", &ctx->dialect->name);
+
+    } else {
+        p = ngx_cpymem(p, "\"api\":null,", sizeof("\"api\":null,") - 1);
+    }
 
     if (ctx == NULL || !ctx->routed) {
         f = &nothing;
@@ -471,7 +540,8 @@ ngx_http_llm_router_triage_record(u_char *p, ngx_http_llm_router_ctx_t *ctx)
 
 
 #define NGX_HTTP_LLM_ROUTER_LOG_FIELDS                                        \
-    "{,\"prompt_tokens\":,\"completion_tokens\":,\"usage_source\":\"\","     \
+    "{,\"prompt_tokens\":,\"completion_tokens\":,\"cached_tokens\":,"       \
+    "\"cache_write_tokens\":,\"reasoning_tokens\":,\"usage_source\":\"\","   \
     "\"cost_usd\":,\"status\":,\"latency_ms\":,\"fallback\":false,"        \
     "\"escalated\":false,\"escalation_reason\":null,\"attempts\":[],"        \
     "\"error\":}"
@@ -512,7 +582,7 @@ ngx_http_llm_router_log_variable(ngx_http_request_t *r,
     len = sizeof(NGX_HTTP_LLM_ROUTER_LOG_FIELDS) - 1
           + ngx_http_llm_router_decision_size(ctx)
           + (ctx ? ngx_http_llm_router_json_size(&ctx->error) : 0)
-          + 4 * NGX_INT64_LEN + LLMR_USD_MAX + a.source.len
+          + 7 * NGX_INT64_LEN + LLMR_USD_MAX + a.source.len
           + ngx_http_llm_router_attempts_size(ctx);
 
     start = ngx_pnalloc(r->pool, len);
@@ -525,8 +595,11 @@ ngx_http_llm_router_log_variable(ngx_http_request_t *r,
     p = ngx_http_llm_router_decision(p, ctx);
 
     p = ngx_sprintf(p, ",\"prompt_tokens\":%uL,\"completion_tokens\":%uL,"
-                    "\"usage_source\":\"%V\",\"cost_usd\":",
-                    a.prompt, a.completion, &a.source);
+                    "\"cached_tokens\":%uL,\"cache_write_tokens\":%uL,"
+                    "\"reasoning_tokens\":%uL,\"usage_source\":\"%V\","
+                    "\"cost_usd\":",
+                    a.tokens.prompt, a.tokens.completion, a.tokens.cached,
+                    a.tokens.cache_write, a.tokens.reasoning, &a.source);
 
     p += llmr_usd_format(p, ngx_http_llm_router_total_cost(ctx, &a));
 

@@ -497,9 +497,10 @@ ngx_http_llm_router_count_triage(ngx_http_request_t *r,
 
     e = ngx_http_llm_router_shm_model(lmcf, model);
 
-    if (e && (ctx->triage_prompt || ctx->triage_cost)) {
-        (void) ngx_atomic_fetch_add(&e->prompt, ctx->triage_prompt);
-        (void) ngx_atomic_fetch_add(&e->completion, ctx->triage_completion);
+    if (e && (ctx->triage_tokens.prompt || ctx->triage_cost)) {
+        (void) ngx_atomic_fetch_add(&e->prompt, ctx->triage_tokens.prompt);
+        (void) ngx_atomic_fetch_add(&e->completion,
+                                    ctx->triage_tokens.completion);
         (void) ngx_atomic_fetch_add(&e->cost, ctx->triage_cost);
     }
 }
@@ -579,8 +580,8 @@ ngx_http_llm_router_count(ngx_http_request_t *r)
     e = ngx_http_llm_router_shm_model(lmcf, ctx->model);
 
     if (e) {
-        (void) ngx_atomic_fetch_add(&e->prompt, a.prompt);
-        (void) ngx_atomic_fetch_add(&e->completion, a.completion);
+        (void) ngx_atomic_fetch_add(&e->prompt, a.tokens.prompt);
+        (void) ngx_atomic_fetch_add(&e->completion, a.tokens.completion);
         (void) ngx_atomic_fetch_add(&e->cost, a.cost);
 
         tp = ngx_timeofday();
@@ -629,14 +630,16 @@ ngx_http_llm_router_count(ngx_http_request_t *r)
         /* an escalated answer was produced, and billed */
 
         if (i != ctx->answered
-            && (at[i].prompt || at[i].completion || at[i].cost))
+            && (at[i].tokens.prompt || at[i].tokens.completion
+                || at[i].cost))
         {
             e = ngx_http_llm_router_shm_model(lmcf, at[i].model);
 
             if (e) {
-                (void) ngx_atomic_fetch_add(&e->prompt, at[i].prompt);
+                (void) ngx_atomic_fetch_add(&e->prompt,
+                                            at[i].tokens.prompt);
                 (void) ngx_atomic_fetch_add(&e->completion,
-                                            at[i].completion);
+                                            at[i].tokens.completion);
                 (void) ngx_atomic_fetch_add(&e->cost, at[i].cost);
             }
         }

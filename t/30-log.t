@@ -51,8 +51,9 @@ server {
 EOF
 
 my %price = (mini => [0.15, 0.60], large => [2.50, 10.00], free => [0, 0]);
-my @KEYS = qw(model upstream_model rule stream est_tokens messages prompt_tokens
-              completion_tokens usage_source cost_usd status latency_ms);
+my @KEYS = qw(api model upstream_model rule stream est_tokens messages prompt_tokens
+              completion_tokens cached_tokens cache_write_tokens reasoning_tokens
+              usage_source cost_usd status latency_ms);
 
 # Send a request, then check its log record: the listed fields exactly,
 # usage against the answer (or integers for an estimate) and the cost.
@@ -62,6 +63,7 @@ sub logged {
     my $rec = $t->next_record('llm.log') // {};
     my $usage = usage_in($r);
     my $estimate = ($want->{usage_source} // '') eq 'estimate';
+    my $asked = ($req{body}{stream_options} // {})->{include_usage};
 
     subtest $name => sub {
         plan tests => 7;
@@ -73,6 +75,12 @@ sub logged {
             ok !$usage, 'the answer had no usage';
             like "$rec->{prompt_tokens}/$rec->{completion_tokens}", qr{^[1-9][0-9]*/[0-9]+$},
                  'estimated tokens are integers';
+        } elsif ($r->{events} && !$asked) {
+            # the usage the router asked for is logged, not sent
+            ok !(grep { ref $_ && exists $_->{usage} } @{ $r->{events} }) || diag(json_encode([grep { ref $_ && exists $_->{usage} } @{ $r->{events} }])),
+               'the client got no usage it did not ask for';
+            like "$rec->{prompt_tokens}/$rec->{completion_tokens}", qr{^[1-9][0-9]*/[1-9][0-9]*$},
+                 'tokens from the answer';
         } else {
             ok $usage, 'the answer had usage';
             is "$rec->{prompt_tokens}/$rec->{completion_tokens}",
@@ -109,7 +117,7 @@ my %ok = (model => 'mini', upstream_model => 'gpt-4o-mini', rule => 'default',
 my %stream = (%ok, stream => 'true');
 my %estimate = (usage_source => 'estimate');
 
-plan tests => 18 + 3 + 1;
+plan tests => 19 + 3 + 1;
 
 my ($r, $rec) = logged('JSON answer', \%ok, body => body());
 my @vars = split /\|/, (split /\n/, $t->read_file('vars.log'))[-1] // '';
@@ -126,8 +134,10 @@ logged('JSON answer without usage', { %ok, %estimate }, body => body(),
        headers => { 'X-Mock-Usage' => 'none' });
 logged('SSE answer without usage', { %stream, %estimate }, body => body(undef, stream => JSON::PP::true),
        headers => { 'X-Mock-Usage' => 'none' });
-logged('SSE, client turned include_usage off', { %stream, %estimate },
+logged('SSE, client turned include_usage off', \%stream,
        body => body(undef, stream => JSON::PP::true, stream_options => { include_usage => JSON::PP::false }));
+logged('SSE, client asked for usage', \%stream,
+       body => body(undef, stream => JSON::PP::true, stream_options => { include_usage => JSON::PP::true }));
 logged('JSON answer chunked, split inside "usage"', \%ok, path => '/http11', body => body(),
        headers => { 'X-Mock-Chunked' => 1 });
 logged('JSON answer close-delimited, split inside "usage"', \%ok, body => body(),

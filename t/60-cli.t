@@ -1,7 +1,8 @@
 #!/usr/bin/perl
 # llm-router, the offline companion: train, score, calibrate and eval on
 # small synthetic data (requests about proofs need the strong model,
-# greetings do not), replay against nginx, and bad input everywhere.
+# greetings do not), in each API, replay against nginx, and bad input
+# everywhere.
 
 use strict;
 use warnings;
@@ -83,6 +84,44 @@ sub rows {
     return @rows;
 }
 
+# The same request in another API.  A Messages request has its text in a
+# tool_result block, which a chat request's reading skips, after a turn
+# that is the same everywhere; a Responses request has its input as a
+# string or as items.
+my $system = 'You answer briefly.';
+
+sub in_api {
+    my ($api, $req, $i) = @_;
+    my $text = $req->{messages}[0]{content};
+    return $req if $api eq 'chat';
+    return { model => 'auto', instructions => $system,
+             input => $i % 2 ? $text
+                              : [{ role => 'user', content => [{ type => 'input_text', text => $text }] }] }
+        if $api eq 'responses';
+    return { model => 'auto', max_tokens => 512,
+             system => $i % 2 ? $system : [{ type => 'text', text => $system }],
+             messages => [
+                 { role => 'user', content => [{ type => 'text', text => 'Look it up.' }] },
+                 { role => 'assistant', content => [{ type => 'tool_use', id => 'toolu_1', name => 'notes',
+                                                      input => { q => 'today' } }] },
+                 { role => 'user', content => [{ type => 'tool_result', tool_use_id => 'toolu_1',
+                                                 content => $i % 2 ? $text
+                                                                   : [{ type => 'text', text => $text }] }] },
+             ] };
+}
+
+# rows in one API, or in each in turn (three rows each): with "api"
+sub in_apis {
+    my ($api, @rows) = @_;
+    my $k = 0;
+    return map {
+        my $in = $api // (qw(chat messages responses))[int($k / 3) % 3];
+        +{ %$_, api => $in, request => in_api($in, $_->{request}, $k++) }
+    } @rows;
+}
+
+sub without_api { map { my %row = %$_; delete $row{api}; \%row } @_ }
+
 my $train = write_file("$dir/train.jsonl", jsonl(rows(0, 300, 3, label => 1, id => 't')));
 my @test = rows(1000, 100, 10);
 my $test = write_file("$dir/test.jsonl", jsonl(@test));
@@ -107,6 +146,7 @@ for my $args ([], ['help'], ['--help'], ['train', '--help']) {
     my $r = run(@$args);
     is $r->{code}, 0, "usage: '@$args' exits 0";
     like $r->{out}, qr/^usage: llm-router COMMAND.*\n  replay --url URL/s, "usage: '@$args' prints usage";
+    like $r->{out}, qr/^Every command takes --api chat\|messages\|responses,/m, "usage: '@$args' has --api";
 }
 
 {
@@ -262,6 +302,92 @@ like $r->{out}, qr/^CPT\(50%\)\s+5\.00%\nCPT\(80%\)\s+8\.00%$/m, 'eval: CPT(50%)
         'eval: --cv out of range';
 }
 
+# ------------------------------------------------------------------ APIs
+
+# a model of requests in the three APIs, each line with its "api"
+my $api_model = "$dir/api.bin";
+my @api_test = in_apis(undef, @test);
+my $api_test = write_file("$dir/api-test.jsonl", jsonl(@api_test));
+my %api_score;
+my ($api_threshold, $api_above);
+
+{
+    my $mixed = write_file("$dir/api-train.jsonl",
+                           jsonl(in_apis(undef, rows(0, 300, 3, label => 1, id => 't'))));
+    my $r = run('train', '--out', $api_model, '--bits', 12, $mixed);
+    is $r->{code}, 0, 'APIs, train: exit 0' or diag $r->{err};
+    like $r->{out}, qr/^read 300 examples from /m, 'APIs, train: every line read';
+    my ($held) = $r->{out} =~ /APGR ([\d.]+)/;
+    cmp_ok $held, '>', 0.8, 'APIs, train: held-out APGR near the best';
+
+    my %file;
+    for my $api (qw(messages responses)) {
+        $file{$api} = write_file("$dir/api-$api.jsonl", jsonl(in_apis($api, @test)));
+        $file{"bare $api"} = write_file("$dir/api-bare-$api.jsonl",
+                                        jsonl(without_api(in_apis($api, @test))));
+
+        my $s = run('score', '--model', $api_model, $file{$api});
+        is $s->{code}, 0, "APIs, score $api: exit 0" or diag $s->{err};
+        my %score = scores($s->{out});
+        is scalar keys %score, 100, "APIs, score $api: a line per request";
+        my ($min_hard) = sort { $a <=> $b } map { $score{ $_->{id} } } grep { !$_->{weak_correct} } @test;
+        my ($max_easy) = sort { $b <=> $a } map { $score{ $_->{id} } } grep { $_->{weak_correct} } @test;
+        cmp_ok $min_hard, '>', $max_easy, "APIs, score $api: every proof scores above every greeting";
+
+        my $default = run('score', '--model', $api_model, '--api', $api, $file{"bare $api"});
+        is $default->{out}, $s->{out}, "APIs, score $api: --api for lines without \"api\"";
+        my $own = run('score', '--model', $api_model, "--api=$api", $file{$api});
+        is $own->{out}, $s->{out}, "APIs, score $api: --api and the lines' own";
+        my $other = run('score', '--model', $api_model, '--api', 'chat', $file{$api});
+        is $other->{out}, $s->{out}, "APIs, score $api: a line's \"api\" wins over --api";
+    }
+
+    # read as chat, as they were before the APIs: the text of a tool_result
+    # is not read, every Messages request looks the same
+    my $chat = run('score', '--model', $api_model, $file{'bare messages'});
+    is $chat->{code}, 0, 'APIs, Messages read as chat: exit 0';
+    my %chat = reverse scores($chat->{out});
+    is scalar keys %chat, 1, 'APIs, Messages read as chat: a single score';
+
+    $chat = run('score', '--model', $api_model, $file{'bare responses'});
+    is $chat->{code}, 1, 'APIs, Responses read as chat: exit 1';
+    like $chat->{err}, qr/:1: missing required parameter: 'messages'$/,
+        'APIs, Responses read as chat: chat by default';
+
+    $r = run('score', '--model', $api_model, $api_test);
+    %api_score = scores($r->{out});
+
+    $r = run('calibrate', '--model', $api_model, '--strong-share', 0.3, $api_test);
+    is $r->{code}, 0, 'APIs, calibrate: exit 0' or diag $r->{err};
+    ($api_threshold) = $r->{out} =~ /^threshold (0\.\d{6}) \(/m;
+    ok defined $api_threshold, 'APIs, calibrate: threshold' or diag $r->{out};
+    $api_above = grep { $_ > $api_threshold } values %api_score;
+
+    $r = run('eval', '--model', $api_model, $api_test);
+    is $r->{code}, 0, 'APIs, eval: exit 0' or diag $r->{err};
+    my ($apgr) = $r->{out} =~ /^APGR\s+([\d.]+)$/m;
+    cmp_ok $apgr, '>=', 0.94, 'APIs, eval: APGR near the best (0.95)';
+
+    $r = run('eval', '--cv', 5, '--bits', 12, write_file("$dir/api-cv.jsonl",
+                                                         jsonl(in_apis(undef, rows(2000, 200, 5)))));
+    is $r->{code}, 0, 'APIs, eval --cv: exit 0' or diag $r->{err};
+    ($apgr) = $r->{out} =~ /^APGR\s+([\d.]+)$/m;
+    cmp_ok $apgr, '>', 0.85, 'APIs, eval --cv: APGR near the best (0.90) out of fold';
+
+    # every command takes --api, and knows its values
+    for my $cmd (qw(train score calibrate eval replay cascade)) {
+        my $b = run($cmd, '--api', 'anthropic', $api_test);
+        is $b->{code}, 2, "$cmd --api anthropic: exit 2";
+        like $b->{err},
+            qr/^llm-router: $cmd: --api "anthropic": "chat", "messages" or "responses" expected\nusage: /,
+            "$cmd --api anthropic: message and usage";
+    }
+    like run('score', '--model', $api_model, $api_test, '--api')->{err},
+        qr/^llm-router: score: --api needs a value/, 'score --api without a value';
+    like run('score', '--model', $api_model, '--api', 'Chat', $api_test)->{err},
+        qr/--api "Chat": "chat"/, 'score --api Chat: names are lower case';
+}
+
 # ------------------------------------------------------------------ bad input
 
 my $req = json_encode(request(1, 0));
@@ -279,6 +405,12 @@ my %bad = (
                   qr/:3: missing required parameter: 'messages'$/],
     empty     => ['{"request": {"messages": []}, ' . $outcomes . '}',
                   qr/:3: 'messages' must be a non-empty array$/],
+    api       => ['{"api": "anthropic", "request": ' . $req . ', ' . $outcomes . '}',
+                  qr/:3: "api" must be "chat", "messages" or "responses"$/],
+    api_type  => ['{"api": ["chat"], "request": ' . $req . ', ' . $outcomes . '}',
+                  qr/:3: "api" must be "chat", "messages" or "responses"$/],
+    dialect   => ['{"api": "responses", "request": ' . $req . ', ' . $outcomes . '}',
+                  qr/:3: missing required parameter: 'input'$/],
 );
 
 my %need = (
@@ -382,11 +514,14 @@ for my $cmd (sort keys %need) {
 
 # The decisions of nginx itself: the model written above as its
 # classifier, the threshold from calibrate as its rule; nothing is
-# forwarded.  /fixed answers a decision record, its model from a header.
+# forwarded.  /fixed answers a decision record, its model from a header;
+# /v1/ reads each request in the API of its path (llm_router_api auto,
+# the default); /echo/ answers a record whose model is the URI.
 my $nowhere = 'http://127.0.0.1:1/v1/chat/completions';
 my $fixed = '{"model":"$http_x_model","upstream_model":"gpt-4o","rule":"complex",'
           . '"url":"http://x","stream":false,"messages":1,"est_tokens":6,'
           . '"prompt_tokens":9,"score":null,"est_cost_usd":0.0000225}';
+my $echo = '{"model":"$uri$is_args$args"}';
 my $t = LLMRouterTest->new;
 $t->config(<<"EOF")->run;
 llm_router_model mini  { url $nowhere; model gpt-4o-mini; auth none; price 0.15 0.60; }
@@ -401,8 +536,17 @@ server {
         llm_router_default mini;
         llm_router_explain;
     }
+    location /v1/ {
+        llm_router_classifier $api_model;
+        llm_router_rule learned score>$api_threshold large;
+        llm_router_default mini;
+        llm_router_explain;
+    }
     location = /fixed {
         return 200 '$fixed';
+    }
+    location /echo/ {
+        return 200 '$echo';
     }
     location = /plain {
         return 200 '{"id":"chatcmpl-1","choices":[]}';
@@ -466,12 +610,65 @@ is $mean, sprintf('%.4f', $sum / 100), 'replay: the mean score of nginx is that 
     like $b->{err}, qr/:1: "request" is not an object$/, 'replay, bad request member: message';
     $b = run('replay', '--url', "$url/plain", "$dir/nonexistent.jsonl");
     like $b->{err}, qr/nonexistent\.jsonl: No such file or directory$/, 'replay, missing file: message';
+    $b = run('replay', '--url', "$url/plain", write_file("$dir/bad-api.jsonl",
+             jsonl({ api => 'messages', request => { input => 'hi' } })));
+    like $b->{err}, qr/:1: missing required parameter: 'messages'$/, 'replay, a body not of its API: message';
+    $b = run('replay', '--url', "$url/plain", write_file("$dir/unknown-api.jsonl",
+             jsonl({ api => 'gemini', request => request(1, 0) })));
+    like $b->{err}, qr/:1: "api" must be "chat", "messages" or "responses"$/, 'replay, unknown API: message';
     $b = run('replay', '--url', "$url/plain", '--header', 'X-Model', $log);
     is $b->{code}, 2, 'replay, bad header: exit 2';
     like $b->{err}, qr/--header "X-Model": 'Name: value' expected/, 'replay, bad header: message';
     is run('replay', $log)->{code}, 2, 'replay without --url: exit 2';
     is run('replay', '--url', $url, '--concurrency', 0, $log)->{code}, 2,
         'replay --concurrency 0: exit 2';
+}
+
+# requests in the three APIs: each to the path of its own where the URL
+# ends as an API's does, else all to the URL
+{
+    my @mixed = in_apis(undef, rows(0, 9, 3));
+    my $log = write_file("$dir/api-log.jsonl", jsonl(@mixed));
+
+    my $r = run('replay', '--url', "$url/echo/v1/chat/completions?k=v", $log);
+    is $r->{code}, 0, 'replay APIs: exit 0' or diag $r->{err};
+    like $r->{out}, qr{^model /echo/v1/chat/completions\?k=v: 3 \(33\.3%\)\n}m,
+        'replay APIs: chat to its path';
+    like $r->{out}, qr{^model /echo/v1/messages\?k=v: 3 \(33\.3%\)\n}m, 'replay APIs: Messages to its path';
+    like $r->{out}, qr{^model /echo/v1/responses\?k=v: 3 \(33\.3%\)\n}m, 'replay APIs: Responses to its path';
+
+    $r = run('replay', '--url', "$url/echo/v1/responses", $log);
+    like $r->{out}, qr{^model /echo/v1/messages: 3 }m, 'replay APIs: from a Responses URL too';
+
+    $r = run('replay', '--url', "$url/echo/any", $log);
+    like $r->{out}, qr{^decisions 9, forwarded 0\nmodel /echo/any: 9 \(100\.0%\)$}m,
+        'replay APIs: another URL takes every request';
+
+    # bare bodies, in the API of --api
+    my $bare = write_file("$dir/api-bare.jsonl",
+                          jsonl(map { $_->{request} } in_apis('responses', rows(0, 4, 3))));
+    $r = run('replay', '--url', "$url/echo/v1/chat/completions", '--api', 'responses', $bare);
+    like $r->{out}, qr{^model /echo/v1/responses: 4 \(100\.0%\)$}m, 'replay APIs: bare bodies in --api';
+    $r = run('replay', '--url', "$url/echo/v1/chat/completions", $bare);
+    like $r->{err}, qr/:1: missing required parameter: 'messages'$/,
+        'replay APIs: bare bodies in chat by default';
+
+    # nginx reads each in its API, and scores it as llm-router does
+    my %n;
+    $n{ $_->{api} }++ for @api_test;
+    $r = run('replay', '--url', "$url/v1/chat/completions", $api_test);
+    is $r->{code}, 0, 'replay APIs to nginx: exit 0' or diag $r->{err};
+    like $r->{out}, qr/^requests 100, failed 0\nHTTP 200: 100\ndecisions 100, forwarded 0$/m,
+        'replay APIs to nginx: counts';
+    for my $api (sort keys %n) {
+        like $r->{out}, qr/^api $api: $n{$api} \(/m, "replay APIs to nginx: $api read as $api";
+    }
+    like $r->{out}, qr/^model large: $api_above \(/m,
+        'replay APIs to nginx: the large share is the share calibrate printed';
+    my ($mean) = $r->{out} =~ /^score mean ([\d.]+) \(100 decisions with a score\)$/m;
+    my $sum = 0;
+    $sum += $_ for values %api_score;
+    is $mean, sprintf('%.4f', $sum / 100), 'replay APIs to nginx: the mean score is that of llm-router score';
 }
 
 $t->stop;
@@ -517,6 +714,50 @@ $t->stop;
     $r = run('cascade', $bad);
     is_deeply [$r->{code}, $r->{err}], [1, "llm-router: $bad:2: missing \"answer\"\n"],
               'cascade: a line without an answer is named';
+
+    # answers in the API of their request: a message, a response
+    sub answered_in {
+        my ($api, $content, $weak, $strong, $end) = @_;
+        my $row = answered($content, $weak, $strong);
+        my $part = { type => $api eq 'messages' ? 'text' : 'output_text', text => $content };
+        $row->{api} = $api;
+        $row->{request} = in_api($api, $row->{request}, 0);
+        $row->{answer} = $api eq 'messages'
+            ? { id => 'msg_1', type => 'message', role => 'assistant', model => 'claude',
+                content => [$part], stop_reason => $end // 'end_turn' }
+            : { id => 'resp_1', object => 'response', status => $end // 'completed',
+                ($end ? (incomplete_details => { reason => 'max_output_tokens' }) : ()),
+                output => [{ type => 'message', role => 'assistant', content => [$part] }] };
+        return $row;
+    }
+
+    my @apis = (answered_in('messages', "so it is 4.\n#### 4", 1, 1),
+                answered_in('messages', "#### 7", 0, 1, 'max_tokens'),
+                answered_in('messages', "it could be 5, I am not sure", 0, 1),
+                answered_in('responses', "#### 9", 1, 1),
+                answered_in('responses', "#### 3", 0, 1, 'incomplete'),
+                answered_in('responses', "the total is", 0, 1));
+    my $apis = write_file("$dir/cascade-apis.jsonl", jsonl(@apis));
+
+    $r = run('cascade', '--json', $apis);
+    is $r->{code}, 0, 'cascade, APIs: exit 0' or diag $r->{err};
+    $c = eval { json_decode($r->{out}) } // {};
+    is_deeply [$c->{rows}, sprintf('%.0f', $c->{rows} * $c->{strong_share})], [6, 2],
+        'cascade, APIs: a Messages max_tokens and a Responses incomplete answer escalate, no other';
+
+    $r = run('cascade', '--json', '--require', '####[[:space:]]*-?[0-9]', '--pattern', 'NOT SURE', $apis);
+    $c = eval { json_decode($r->{out}) } // {};
+    is_deeply [sprintf('%.0f', $c->{rows} * $c->{strong_share}), $c->{quality}, $c->{pgr}], [4, 1, 1],
+        'cascade, APIs: the patterns on the text of a message and of a response';
+
+    my $bare = write_file("$dir/cascade-bare.jsonl", jsonl(without_api(@apis[0 .. 2])));
+    $r = run('cascade', '--json', '--api', 'messages', $bare);
+    $c = eval { json_decode($r->{out}) } // {};
+    is sprintf('%.0f', $c->{rows} * $c->{strong_share}), 1, 'cascade, APIs: --api for lines without "api"';
+    $r = run('cascade', '--json', $bare);
+    $c = eval { json_decode($r->{out}) } // {};
+    is sprintf('%.0f', $c->{rows} * $c->{strong_share}), 3,
+        'cascade, APIs: a message read as a chat.completion is empty';
 
     $r = run('cascade', '--pattern', '(', $data);
     ok $r->{code} == 1 && $r->{err} =~ /^llm-router: cascade: invalid pattern "\(": /,

@@ -256,8 +256,8 @@ is $d, '200 large large/default, sent: mini=1 large=1', 'stream, closed before t
 is_deeply [$r->{headers}{'content-type'}, stream_text($r), $r->{events}[-1],
            scalar(grep { ref $_ eq 'HASH' && $_->{model} ne 'gpt-4o' } @{ $r->{events} }),
            scalar(grep { ref $_ eq 'HASH' && $_->{usage} } @{ $r->{events} })],
-          ['text/event-stream', $says_large, '[DONE]', 0, 1],
-          'stream, closed before: one complete stream, all of it from the fallback';
+          ['text/event-stream', $says_large, '[DONE]', 0, 0],
+          'stream, closed before: one complete stream, all of it from the fallback, without the usage it did not ask for';
 like $r->{raw}, qr/\r\n0\r\n\r\n\z/, 'stream, closed before: the client\'s stream ends properly';
 bytes_is $t->capture('large')->{body},
          '{"messages":[{"content":"hi","role":"user"}],"model":"gpt-4o",'

@@ -207,7 +207,7 @@ is_deeply [$held->{json}{choices}[0]{finish_reason}, ref usage_of($held)], ['len
 bill(mini => usage_of($held));
 
 # 7. a stream (not held: llm_router_escalate_stream is off)
-$r = $t->ask('hi', fields => { stream => JSON::PP::true });
+$r = $t->ask('hi', fields => { stream => JSON::PP::true, stream_options => { include_usage => JSON::PP::true } });
 push @routes, route_of($r) . ' ' . $r->{headers}{'content-type'};
 bill(mini => usage_of($r));
 

@@ -38,6 +38,35 @@ typedef struct {
 } llmr_str_t;
 
 
+/*
+ * The API dialects a client or a provider speaks.  Each is a row of
+ * llmr_dialects[]: how its requests are read, where its usage is, what
+ * its errors look like and how its answers are judged.  Nothing outside
+ * that table asks which dialect it is.
+ */
+
+typedef enum {
+    LLMR_API_CHAT = 0,                  /* OpenAI Chat Completions */
+    LLMR_API_MESSAGES,                  /* Anthropic Messages */
+    LLMR_API_RESPONSES,                 /* OpenAI Responses */
+    LLMR_APIS
+} llmr_api_e;
+
+typedef struct llmr_request_s  llmr_request_t;
+typedef struct llmr_dialect_s  llmr_dialect_t;
+
+const llmr_dialect_t *llmr_dialect_find(const unsigned char *name,
+    size_t len);
+const llmr_dialect_t *llmr_dialect_of_path(const unsigned char *path,
+    size_t len);
+
+/* the JSON error of a dialect, with the status and its message */
+
+size_t llmr_error_json_size(const unsigned char *message, size_t len);
+unsigned char *llmr_error_json(const llmr_dialect_t *d, unsigned status,
+    const unsigned char *message, size_t len, unsigned char *out);
+
+
 /* byte classes, within the core */
 
 #define LLMR_CT_ALPHA  0x01
@@ -89,7 +118,10 @@ int llmr_looks_like_code(const unsigned char *p, size_t len);
 
 /* features of one chat request, filled by a single streaming pass */
 
+#define LLMR_TOOLS_MAX  16
+
 typedef struct {
+    unsigned               api;             /* llmr_api_e */
     uint32_t               est_tokens;      /* current message + window */
     uint32_t               prompt_tokens;   /* estimate for the whole prompt */
     uint32_t               messages;
@@ -103,6 +135,14 @@ typedef struct {
     unsigned               model_present:1;
     unsigned               model_truncated:1;
     unsigned               json_mode:1;     /* response_format asks JSON */
+    unsigned               thinking:1;      /* extended thinking, effort */
+    unsigned               images:1;        /* an image or document part */
+    unsigned               include_usage:1; /* the client asked for usage */
+    unsigned               previous:1;      /* previous_response_id */
+
+    /* the declared tools, by the hash of their name or type */
+    uint32_t               tool[LLMR_TOOLS_MAX];
+    unsigned               ntools;
 
     size_t                 model_len;
     unsigned char          model[LLMR_MODEL_NAME_MAX];
@@ -119,8 +159,16 @@ typedef struct {
     uint64_t               object_start;    /* just after the top '{' */
     uint64_t               model_start;     /* the raw "model" value */
     uint64_t               model_end;
+    uint64_t               options_start;   /* "stream_options" value */
+    uint64_t               options_end;
+    uint64_t               options_object;  /* just after its '{' */
+    unsigned               options_members;
+    uint64_t               usage_start;     /* its "include_usage" value */
+    uint64_t               usage_end;
     uint64_t               body_len;
 } llmr_features_t;
+
+uint32_t llmr_tool_hash(const unsigned char *p, size_t len);
 
 
 /* what the router knows of a message, or of a run of messages */
@@ -202,8 +250,9 @@ int llmr_capture_init(llmr_capture_t *c, unsigned char *buf, size_t size,
     unsigned nslots);
 
 
-typedef struct {
+struct llmr_request_s {
     yajl_handle            yajl;
+    const llmr_dialect_t  *dialect;
     const llmr_keywords_t *keywords;
     unsigned               history;
 
@@ -217,7 +266,10 @@ typedef struct {
     const unsigned char   *chunk;
     size_t                 chunk_len;
     uint64_t               base;            /* offset of the chunk */
-    uint64_t               model_key_end;
+
+    /* a value whose first byte is looked for after its key */
+    uint64_t               key_end;
+    uint64_t              *value_start;
 
     /* a string cut by the end of a chunk, given to yajl once complete */
     unsigned char         *hold;
@@ -250,10 +302,10 @@ typedef struct {
     unsigned               seen_messages:1;
 
     char                   error[LLMR_ERROR_MAX];
-} llmr_request_t;
+};
 
-int llmr_request_init(llmr_request_t *rq, const llmr_keywords_t *kw,
-    unsigned history);
+int llmr_request_init(llmr_request_t *rq, const llmr_dialect_t *d,
+    const llmr_keywords_t *kw, unsigned history);
 int llmr_request_feed(llmr_request_t *rq, const unsigned char *p,
     size_t len);
 int llmr_request_finish(llmr_request_t *rq);
@@ -280,13 +332,24 @@ void llmr_word(llmr_request_t *rq, uint32_t word, uint32_t *prev);
 void llmr_score(llmr_request_t *rq);
 
 /*
- * The rewrite is one splice: body bytes [start, end) are replaced by the
- * returned bytes.  "upstream" is the new model value as a JSON string
- * literal, quotes included.
+ * The rewrite is a splice or two, in the order of the body: its bytes
+ * [start, end) are replaced by len bytes of the caller's buffer out, at
+ * data.  "upstream" is the new model value as a JSON string literal,
+ * quotes included.  A chat stream is also made to carry its usage.
  */
+
+#define LLMR_EDITS_MAX  2
+
+typedef struct {
+    uint64_t               start;
+    uint64_t               end;
+    unsigned char         *data;
+    size_t                 len;
+} llmr_edit_t;
+
 size_t llmr_rewrite_size(const llmr_features_t *f, size_t upstream_len);
-unsigned char *llmr_rewrite(const llmr_features_t *f, llmr_str_t *upstream,
-    unsigned char *out, uint64_t *start, uint64_t *end);
+unsigned llmr_rewrite(const llmr_features_t *f, const llmr_str_t *upstream,
+    unsigned char *out, llmr_edit_t *edits);
 
 
 /* models, prices and cost; prices are pico-USD per token */
@@ -296,14 +359,28 @@ typedef struct {
     llmr_str_t             upstream;
     uint64_t               price_in;
     uint64_t               price_out;
+    uint64_t               price_cached;        /* read from a cache */
+    uint64_t               price_cache_write;   /* written to it */
     uint64_t               context;
 } llmr_model_t;
+
+/* the tokens of an answer, as the provider counted them */
+
+typedef struct {
+    uint64_t               prompt;          /* every input token */
+    uint64_t               completion;      /* reasoning included */
+    uint64_t               cached;          /* of prompt: cache reads */
+    uint64_t               cache_write;     /* of prompt: cache writes */
+    uint64_t               reasoning;       /* of completion */
+} llmr_tokens_t;
+
+void llmr_model_prices(llmr_model_t *m, const llmr_dialect_t *d,
+    int cached_set, int cache_write_set);
 
 int llmr_model_find(const llmr_model_t *models, unsigned n,
     const unsigned char *name, size_t len);
 int llmr_price_parse(const unsigned char *p, size_t len, uint64_t *price);
-uint64_t llmr_cost(const llmr_model_t *m, uint64_t prompt,
-    uint64_t completion);
+uint64_t llmr_cost(const llmr_model_t *m, const llmr_tokens_t *t);
 
 #define LLMR_USD_MAX  32        /* "18446744.073709551615" and more */
 
@@ -323,6 +400,9 @@ typedef enum {
     LLMR_COND_SCORE_GT,
     LLMR_COND_SCORE_LT,
     LLMR_COND_TRIAGE,
+    LLMR_COND_THINKING,
+    LLMR_COND_IMAGES,
+    LLMR_COND_TOOL,
     LLMR_COND_EXTERNAL          /* evaluated by the caller */
 } llmr_cond_type_e;
 
@@ -331,8 +411,8 @@ typedef struct {
     unsigned               negate;
     uint64_t               arg;
     double                 score;
-    llmr_str_t             name;    /* keywords list, triage label, or
-                                       the external text */
+    llmr_str_t             name;    /* keywords list, triage label, tool,
+                                       or the external text */
 } llmr_cond_t;
 
 typedef struct {
@@ -364,6 +444,7 @@ int llmr_rules_eval(const llmr_rule_t *rules, unsigned n,
 #define LLMR_TRIAGE_FAILED   2          /* no triage condition holds */
 
 typedef struct {
+    const llmr_dialect_t  *dialect;         /* the triage model's */
     llmr_str_t             model;           /* the provider's model name */
     llmr_str_t             prompt;          /* the system message */
     unsigned               max_tokens;
@@ -381,9 +462,18 @@ int llmr_label_valid(const unsigned char *p, size_t len);
 
 /* usage of a provider response: a JSON body or an SSE stream */
 
+enum {
+    LLMR_USAGE_PROMPT = 0,
+    LLMR_USAGE_COMPLETION,
+    LLMR_USAGE_CACHED,
+    LLMR_USAGE_CACHE_WRITE,
+    LLMR_USAGE_REASONING,
+    LLMR_USAGE_FIELDS
+};
+
 typedef struct {
-    int64_t                prompt_tokens;       /* -1 when not seen */
-    int64_t                completion_tokens;
+    const llmr_dialect_t  *dialect;
+    int64_t                tokens[LLMR_USAGE_FIELDS];  /* -1: not seen */
 
     unsigned               sse:1;
     unsigned               in_string:1;
@@ -391,24 +481,37 @@ typedef struct {
     unsigned               expect_key:1;
     unsigned               in_key:1;
     unsigned               in_content:1;
+    unsigned               wrapper:1;           /* in "message", "response" */
 
     unsigned               line;                /* SSE line state */
     unsigned               depth;
     uint64_t               objects;             /* bit per depth */
     unsigned               usage_depth;
+    unsigned               details_depth;       /* "..._tokens_details" */
+    unsigned               details;             /* whose it is */
     unsigned               field;               /* what the value is */
     unsigned               number_field;        /* what the digits are */
     int64_t                number;
-    int64_t                prompt;              /* this usage object's */
-    int64_t                completion;
     unsigned               key_len;
-    unsigned char          key[24];
+    unsigned char          key[32];
 
     uint64_t               content_bytes;       /* of the answer text */
 } llmr_usage_t;
 
-void llmr_usage_init(llmr_usage_t *u, int sse);
+void llmr_usage_init(llmr_usage_t *u, const llmr_dialect_t *d, int sse);
 void llmr_usage_feed(llmr_usage_t *u, const unsigned char *p, size_t len);
+int llmr_usage_tokens(const llmr_usage_t *u, llmr_tokens_t *t);
+
+/*
+ * A line of a chat stream whose usage the router asked for and the
+ * client did not: the usage chunk is dropped (*drop is set), and
+ * "usage":null is taken out of the other chunks.  Of a line too long to
+ * be held whole, only its end is given (whole is 0): the usage chunk is
+ * short, and "usage":null is a chunk's last member.  out has room for
+ * len bytes; returns the bytes written.
+ */
+size_t llmr_usage_unasked(const unsigned char *p, size_t len, int whole,
+    unsigned char *out, int *drop);
 uint64_t llmr_usage_content_tokens(const llmr_usage_t *u);
 
 
@@ -445,6 +548,7 @@ typedef struct {
 } llmr_criteria_t;
 
 typedef struct {
+    const llmr_dialect_t  *dialect;
     const llmr_criteria_t *criteria;
     unsigned char         *content;         /* the caller's buffer */
     size_t                 content_len;
@@ -455,11 +559,109 @@ typedef struct {
     unsigned               args_invalid:1;
 } llmr_answer_t;
 
-int llmr_answer_init(llmr_answer_t *a, const llmr_criteria_t *c,
-    unsigned char *buf, size_t size);
+int llmr_answer_init(llmr_answer_t *a, const llmr_dialect_t *d,
+    const llmr_criteria_t *c, unsigned char *buf, size_t size);
 llmr_verdict_e llmr_answer_check(llmr_answer_t *a, const unsigned char *p,
     size_t len, int sse);
 const char *llmr_verdict_name(llmr_verdict_e v);
+
+
+/*
+ * Within the core: how a dialect reads a request.  Keys get ids that
+ * the dialects share; the keys up to LLMR_KEY_UNIQUE must not repeat.
+ */
+
+enum {
+    LLMR_KEY_OTHER = 0,
+    LLMR_KEY_MODEL,
+    LLMR_KEY_MESSAGES,              /* "messages", or "input" */
+    LLMR_KEY_STREAM,
+    LLMR_KEY_STREAM_OPTIONS,
+    LLMR_KEY_SYSTEM,                /* "system", or "instructions" */
+    LLMR_KEY_TOOLS,                 /* and the older "functions" */
+    LLMR_KEY_MAX_TOKENS,
+    LLMR_KEY_FORMAT,                /* "response_format", "text" */
+    LLMR_KEY_REASONING,             /* "reasoning_effort", "reasoning" */
+    LLMR_KEY_THINKING,
+    LLMR_KEY_PREVIOUS,              /* "previous_response_id" */
+
+    /* in nested objects */
+    LLMR_KEY_TYPE,
+    LLMR_KEY_ROLE,
+    LLMR_KEY_CONTENT,
+    LLMR_KEY_TEXT,
+    LLMR_KEY_NAME,
+    LLMR_KEY_FUNCTION,
+    LLMR_KEY_INCLUDE_USAGE,
+    LLMR_KEY_EFFORT,
+    LLMR_KEY_INPUT,
+    LLMR_KEY_ARGUMENTS,
+    LLMR_KEY_OUTPUT,
+    LLMR_KEY_SUMMARY
+};
+
+#define LLMR_KEY_UNIQUE  LLMR_KEY_SYSTEM
+
+typedef struct {
+    const char            *name;
+    unsigned               key;
+} llmr_key_name_t;
+
+/* what a string of a request is to the router */
+
+typedef enum {
+    LLMR_TEXT_NONE = 0,             /* ids, signatures, image data */
+    LLMR_TEXT_MESSAGE,              /* what a message says */
+    LLMR_TEXT_TOKENS,               /* of a message, only counted */
+    LLMR_TEXT_PROMPT,               /* outside the messages: counted */
+    LLMR_TEXT_ROLE,
+    LLMR_TEXT_TYPE,                 /* of a content part or an item */
+    LLMR_TEXT_TOOL,                 /* a declared tool's name or type */
+    LLMR_TEXT_EFFORT,               /* of reasoning */
+    LLMR_TEXT_THINKING,             /* the type of "thinking" */
+    LLMR_TEXT_FORMAT                /* the type of the answer's format */
+} llmr_text_e;
+
+struct llmr_dialect_s {
+    llmr_api_e             api;
+    llmr_str_t             name;            /* as in nginx.conf */
+    llmr_str_t             path;            /* the end of its URIs */
+    const char            *input;           /* the conversation's key */
+    const llmr_key_name_t *top_keys;
+    llmr_text_e          (*text)(const llmr_request_t *rq);
+
+    unsigned               input_string:1;  /* a string is one message */
+    unsigned               stream_usage:1;  /* streamed only if asked */
+    unsigned               cache_apart:1;   /* input excludes the cache */
+
+    /* prices of cached tokens, without cached= and cache_write= */
+    unsigned               cached_permille;
+    unsigned               cache_write_permille;
+
+    unsigned char       *(*error)(unsigned char *out, const char *type,
+                                  const unsigned char *message, size_t len);
+    const char          *(*error_type)(unsigned status);
+
+    const yajl_callbacks  *answer;          /* reads an answer */
+
+    /* the strings of an answer that are its text, for an estimate */
+    const char *const     *text_keys;
+    const char *const     *stream_text_keys;
+
+    /* a triage request: model, prompt, user text, max_tokens between */
+    const char            *triage[5];
+    unsigned               triage_min_tokens;
+
+    /* a header the API requires, for requests the router makes */
+    llmr_str_t             header;
+    llmr_str_t             header_value;
+};
+
+extern const llmr_dialect_t  llmr_dialects[LLMR_APIS];
+
+extern const yajl_callbacks  llmr_chat_answer;
+extern const yajl_callbacks  llmr_messages_answer;
+extern const yajl_callbacks  llmr_responses_answer;
 
 
 /* JSON output helpers */

@@ -2,11 +2,13 @@
 /*
  * Copyright (C) the ngx_http_llm_router_module authors
  *
- * Is a chat answer good enough, or should a stronger model answer?  The
- * answer, a JSON chat.completion or an SSE stream of chunks, is read in
- * one pass: the content of the first choice is gathered (decoded) into
- * the caller's buffer, and its finish_reason, tool call arguments and,
- * when JSON was asked for, the content itself are checked as they come.
+ * Is an answer good enough, or should a stronger model answer?  The
+ * answer, a JSON body or an SSE stream, is read in one pass by the
+ * callbacks of its dialect: the text of the answer (the first choice of
+ * a chat completion) is gathered (decoded) into the caller's buffer, and
+ * why it ended, its tool call arguments and, when JSON was asked for,
+ * the text itself are checked as they come.  Each dialect's reasons to
+ * end are told in the words of chat: "length", "content_filter".
  */
 
 
@@ -27,7 +29,24 @@ enum {
     LLMR_A_TOOL_CALLS,
     LLMR_A_INDEX,
     LLMR_A_FUNCTION,
-    LLMR_A_ARGUMENTS
+    LLMR_A_ARGUMENTS,
+    LLMR_A_TYPE,
+    LLMR_A_TEXT,
+    LLMR_A_DELTA,
+    LLMR_A_STATUS,
+    LLMR_A_REASON,
+    LLMR_A_OUTPUT,
+    LLMR_A_RESPONSE,
+    LLMR_A_INCOMPLETE,
+    LLMR_A_BLOCK
+};
+
+/* the events of a Responses stream whose "delta" is read */
+
+enum {
+    LLMR_EVENT_OTHER = 0,
+    LLMR_EVENT_TEXT,
+    LLMR_EVENT_ARGUMENTS
 };
 
 
@@ -37,6 +56,7 @@ typedef struct {
     unsigned char         key[LLMR_ANSWER_DEPTH];
     uint32_t              item[LLMR_ANSWER_DEPTH];     /* array positions */
     unsigned              tool;                        /* index of the call */
+    unsigned              event;                       /* LLMR_EVENT_* */
     yajl_handle           json;                        /* the content */
     yajl_handle           args[LLMR_ANSWER_TOOLS];
 } llmr_answer_parse_t;
@@ -54,9 +74,21 @@ static int llmr_a_value(llmr_answer_parse_t *ap);
 static int llmr_a_in_choice(llmr_answer_parse_t *ap, unsigned at);
 static int llmr_a_feed(yajl_handle *h, const unsigned char *p, size_t len);
 static int llmr_a_valid(yajl_handle h);
+static void llmr_a_content(llmr_answer_parse_t *ap, const unsigned char *p,
+    size_t len);
+static void llmr_a_arguments(llmr_answer_parse_t *ap, unsigned tool,
+    const unsigned char *p, size_t len);
+static void llmr_a_finish(llmr_answer_t *a, const char *finish);
+
+static int llmr_m_map_key(void *ctx, const unsigned char *p, size_t len);
+static int llmr_m_number(void *ctx, const char *p, size_t len);
+static int llmr_m_string(void *ctx, const unsigned char *p, size_t len);
+static int llmr_r_map_key(void *ctx, const unsigned char *p, size_t len);
+static int llmr_r_number(void *ctx, const char *p, size_t len);
+static int llmr_r_string(void *ctx, const unsigned char *p, size_t len);
 
 
-static const yajl_callbacks  llmr_answer_callbacks = {
+const yajl_callbacks  llmr_chat_answer = {
     llmr_a_null,
     llmr_a_boolean,
     NULL,
@@ -65,6 +97,34 @@ static const yajl_callbacks  llmr_answer_callbacks = {
     llmr_a_string,
     llmr_a_start_map,
     llmr_a_map_key,
+    llmr_a_end,
+    llmr_a_start_array,
+    llmr_a_end
+};
+
+const yajl_callbacks  llmr_messages_answer = {
+    llmr_a_null,
+    llmr_a_boolean,
+    NULL,
+    NULL,
+    llmr_m_number,
+    llmr_m_string,
+    llmr_a_start_map,
+    llmr_m_map_key,
+    llmr_a_end,
+    llmr_a_start_array,
+    llmr_a_end
+};
+
+const yajl_callbacks  llmr_responses_answer = {
+    llmr_a_null,
+    llmr_a_boolean,
+    NULL,
+    NULL,
+    llmr_r_number,
+    llmr_r_string,
+    llmr_a_start_map,
+    llmr_r_map_key,
     llmr_a_end,
     llmr_a_start_array,
     llmr_a_end
@@ -235,34 +295,295 @@ llmr_a_string(void *ctx, const unsigned char *p, size_t len)
     }
 
     if (ap->depth == 4 && ap->key[4] == LLMR_A_CONTENT) {
-        n = a->size - a->content_len;
-        n = len < n ? len : n;
-        memcpy(a->content + a->content_len, p, n);
-        a->content_len += n;
-
-        if (a->criteria->json
-            && llmr_a_feed(&ap->json, p, len) != LLMR_OK)
-        {
-            a->json_invalid = 1;
-        }
-
+        llmr_a_content(ap, p, len);
         return 1;
     }
 
     if (ap->depth == 7 && ap->key[7] == LLMR_A_ARGUMENTS
         && ap->key[4] == LLMR_A_TOOL_CALLS && ap->key[6] == LLMR_A_FUNCTION)
     {
-        a->tool_calls = 1;
-
-        if (ap->tool < LLMR_ANSWER_TOOLS
-            && llmr_a_feed(&ap->args[ap->tool], p, len) != LLMR_OK)
-        {
-            a->args_invalid = 1;
-        }
+        llmr_a_arguments(ap, ap->tool, p, len);
     }
 
     return 1;
 }
+
+
+static void
+llmr_a_content(llmr_answer_parse_t *ap, const unsigned char *p, size_t len)
+{
+    size_t          n;
+    llmr_answer_t  *a;
+
+    a = ap->a;
+
+    n = a->size - a->content_len;
+    n = len < n ? len : n;
+    memcpy(a->content + a->content_len, p, n);
+    a->content_len += n;
+
+    if (a->criteria->json && llmr_a_feed(&ap->json, p, len) != LLMR_OK) {
+        a->json_invalid = 1;
+    }
+}
+
+
+static void
+llmr_a_arguments(llmr_answer_parse_t *ap, unsigned tool,
+    const unsigned char *p, size_t len)
+{
+    ap->a->tool_calls = 1;
+
+    if (tool < LLMR_ANSWER_TOOLS
+        && llmr_a_feed(&ap->args[tool], p, len) != LLMR_OK)
+    {
+        ap->a->args_invalid = 1;
+    }
+}
+
+
+static void
+llmr_a_finish(llmr_answer_t *a, const char *finish)
+{
+    size_t  n;
+
+    n = strlen(finish);
+    n = n < sizeof(a->finish) - 1 ? n : sizeof(a->finish) - 1;
+    memcpy(a->finish, finish, n);
+    a->finish[n] = '\0';
+}
+
+
+#define llmr_key_is(s)  (len == sizeof(s) - 1 && memcmp(p, s, len) == 0)
+
+/*
+ * A Messages answer: a message whose "content" blocks are text or
+ * tool_use, or a stream whose "content_block_delta" events carry text
+ * and the pieces of tool input ("partial_json"), and whose
+ * "message_delta" tells the stop reason.
+ */
+
+static int
+llmr_m_map_key(void *ctx, const unsigned char *p, size_t len)
+{
+    unsigned              k;
+    llmr_answer_parse_t  *ap = ctx;
+
+    if (ap->depth >= LLMR_ANSWER_DEPTH) {
+        return 1;
+    }
+
+    k = llmr_key_is("type") ? LLMR_A_TYPE
+        : llmr_key_is("text") ? LLMR_A_TEXT
+        : LLMR_A_OTHER;
+
+    if (ap->depth == 1) {
+        k = llmr_key_is("content") ? LLMR_A_CONTENT
+            : llmr_key_is("stop_reason") ? LLMR_A_FINISH
+            : llmr_key_is("delta") ? LLMR_A_DELTA
+            : llmr_key_is("index") ? LLMR_A_INDEX
+            : llmr_key_is("content_block") ? LLMR_A_BLOCK
+            : k;
+
+    } else if (ap->depth == 2) {
+        k = llmr_key_is("stop_reason") ? LLMR_A_FINISH
+            : llmr_key_is("partial_json") ? LLMR_A_ARGUMENTS
+            : k;
+    }
+
+    ap->key[ap->depth] = (unsigned char) k;
+
+    return 1;
+}
+
+
+static int
+llmr_m_number(void *ctx, const char *p, size_t len)
+{
+    size_t                i;
+    unsigned              n;
+    llmr_answer_parse_t  *ap = ctx;
+
+    llmr_a_value(ap);
+
+    if (ap->depth == 1 && ap->key[1] == LLMR_A_INDEX) {
+        n = 0;
+
+        for (i = 0; i < len && p[i] >= '0' && p[i] <= '9' && n < 1000; i++) {
+            n = n * 10 + (p[i] - '0');
+        }
+
+        ap->tool = n;
+    }
+
+    return 1;
+}
+
+
+static int
+llmr_m_string(void *ctx, const unsigned char *p, size_t len)
+{
+    unsigned              d;
+    const unsigned char  *k;
+    llmr_answer_parse_t  *ap = ctx;
+
+    llmr_a_value(ap);
+
+    d = ap->depth;
+    k = ap->key;
+
+    if (k[d] == LLMR_A_FINISH && (d == 1 || k[1] == LLMR_A_DELTA)) {
+        llmr_a_finish(ap->a, llmr_key_is("max_tokens") ? "length"
+                             : llmr_key_is("model_context_window_exceeded")
+                               ? "length"
+                             : llmr_key_is("refusal") ? "content_filter"
+                             : "stop");
+        return 1;
+    }
+
+    if (k[d] == LLMR_A_TYPE && llmr_key_is("tool_use")
+        && ((d == 3 && k[1] == LLMR_A_CONTENT)
+            || (d == 2 && k[1] == LLMR_A_BLOCK)))
+    {
+        ap->a->tool_calls = 1;
+        return 1;
+    }
+
+    if (k[d] == LLMR_A_TEXT
+        && ((d == 3 && k[1] == LLMR_A_CONTENT)
+            || (d == 2 && k[1] == LLMR_A_DELTA)))
+    {
+        llmr_a_content(ap, p, len);
+        return 1;
+    }
+
+    if (d == 2 && k[2] == LLMR_A_ARGUMENTS && k[1] == LLMR_A_DELTA) {
+        llmr_a_arguments(ap, ap->tool, p, len);
+    }
+
+    return 1;
+}
+
+
+/*
+ * A Responses answer: a response whose "output" items are messages of
+ * output_text parts or function calls, or a stream of events, of which
+ * the text and argument deltas are read, and the final response for its
+ * status: "incomplete" for max_output_tokens is chat's "length".
+ */
+
+static int
+llmr_r_map_key(void *ctx, const unsigned char *p, size_t len)
+{
+    unsigned              k;
+    llmr_answer_parse_t  *ap = ctx;
+
+    if (ap->depth >= LLMR_ANSWER_DEPTH) {
+        return 1;
+    }
+
+    k = llmr_key_is("type") ? LLMR_A_TYPE
+        : llmr_key_is("text") ? LLMR_A_TEXT
+        : llmr_key_is("status") ? LLMR_A_STATUS
+        : llmr_key_is("reason") ? LLMR_A_REASON
+        : llmr_key_is("content") ? LLMR_A_CONTENT
+        : llmr_key_is("arguments") ? LLMR_A_ARGUMENTS
+        : llmr_key_is("incomplete_details") ? LLMR_A_INCOMPLETE
+        : LLMR_A_OTHER;
+
+    if (ap->depth == 1) {
+        k = llmr_key_is("output") ? LLMR_A_OUTPUT
+            : llmr_key_is("delta") ? LLMR_A_DELTA
+            : llmr_key_is("response") ? LLMR_A_RESPONSE
+            : llmr_key_is("output_index") ? LLMR_A_INDEX
+            : k;
+    }
+
+    ap->key[ap->depth] = (unsigned char) k;
+
+    return 1;
+}
+
+
+static int
+llmr_r_number(void *ctx, const char *p, size_t len)
+{
+    return llmr_m_number(ctx, p, len);
+}
+
+
+static int
+llmr_r_string(void *ctx, const unsigned char *p, size_t len)
+{
+    unsigned              d, top;
+    const unsigned char  *k;
+    llmr_answer_parse_t  *ap = ctx;
+
+    llmr_a_value(ap);
+
+    d = ap->depth;
+    k = ap->key;
+
+    if (d == 1 && k[1] == LLMR_A_TYPE) {
+        ap->event = llmr_key_is("response.output_text.delta")
+                    ? LLMR_EVENT_TEXT
+                    : llmr_key_is("response.function_call_arguments.delta")
+                      ? LLMR_EVENT_ARGUMENTS : LLMR_EVENT_OTHER;
+        return 1;
+    }
+
+    if (d == 1 && k[1] == LLMR_A_DELTA) {
+        if (ap->event == LLMR_EVENT_TEXT) {
+            llmr_a_content(ap, p, len);
+
+        } else if (ap->event == LLMR_EVENT_ARGUMENTS) {
+            llmr_a_arguments(ap, ap->tool, p, len);
+        }
+
+        return 1;
+    }
+
+    /* the response: the body, or "response" of a stream's last event */
+
+    top = (k[1] == LLMR_A_RESPONSE) ? 2 : 1;
+
+    if (d == top && k[d] == LLMR_A_STATUS) {
+        if (llmr_key_is("incomplete")
+            && strcmp((char *) ap->a->finish, "content_filter") != 0)
+        {
+            llmr_a_finish(ap->a, "length");
+        }
+
+        return 1;
+    }
+
+    if (d == top + 1 && k[top] == LLMR_A_INCOMPLETE && k[d] == LLMR_A_REASON
+        && llmr_key_is("content_filter"))
+    {
+        llmr_a_finish(ap->a, "content_filter");
+        return 1;
+    }
+
+    /* the output items of a body; a stream's come in deltas */
+
+    if (k[1] != LLMR_A_OUTPUT) {
+        return 1;
+    }
+
+    if (d == 3 && k[3] == LLMR_A_TYPE && llmr_key_is("function_call")) {
+        ap->a->tool_calls = 1;
+
+    } else if (d == 3 && k[3] == LLMR_A_ARGUMENTS) {
+        llmr_a_arguments(ap, ap->item[2] - 1, p, len);
+
+    } else if (d == 5 && k[3] == LLMR_A_CONTENT && k[5] == LLMR_A_TEXT) {
+        llmr_a_content(ap, p, len);
+    }
+
+    return 1;
+}
+
+#undef llmr_key_is
 
 
 static int
@@ -337,11 +658,12 @@ llmr_a_valid(yajl_handle h)
 
 
 int
-llmr_answer_init(llmr_answer_t *a, const llmr_criteria_t *c,
-    unsigned char *buf, size_t size)
+llmr_answer_init(llmr_answer_t *a, const llmr_dialect_t *d,
+    const llmr_criteria_t *c, unsigned char *buf, size_t size)
 {
     memset(a, 0, sizeof(llmr_answer_t));
 
+    a->dialect = d;
     a->criteria = c;
     a->content = buf;
     a->size = size;
@@ -374,7 +696,7 @@ llmr_answer_check(llmr_answer_t *a, const unsigned char *p, size_t len,
     memset(&ap, 0, sizeof(llmr_answer_parse_t));
     ap.a = a;
 
-    y = yajl_alloc(&llmr_answer_callbacks, NULL, &ap);
+    y = yajl_alloc(a->dialect->answer, NULL, &ap);
     if (y == NULL) {
         return LLMR_VERDICT_UNREADABLE;
     }

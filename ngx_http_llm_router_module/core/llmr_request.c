@@ -16,22 +16,6 @@
 
 
 enum {
-    LLMR_KEY_OTHER = 0,
-    LLMR_KEY_MODEL,
-    LLMR_KEY_MESSAGES,
-    LLMR_KEY_STREAM,
-    LLMR_KEY_STREAM_OPTIONS,
-    LLMR_KEY_TOOLS,
-    LLMR_KEY_FUNCTIONS,
-    LLMR_KEY_MAX_TOKENS,
-    LLMR_KEY_RESPONSE_FORMAT,
-    LLMR_KEY_TYPE,
-    LLMR_KEY_ROLE,
-    LLMR_KEY_CONTENT,
-    LLMR_KEY_TEXT
-};
-
-enum {
     LLMR_VALUE_NULL = 0,
     LLMR_VALUE_BOOL,
     LLMR_VALUE_NUMBER,
@@ -39,12 +23,6 @@ enum {
     LLMR_VALUE_MAP,
     LLMR_VALUE_ARRAY
 };
-
-
-typedef struct {
-    const char  *name;
-    unsigned     key;
-} llmr_key_name_t;
 
 
 static int llmr_null(void *ctx);
@@ -68,13 +46,21 @@ static size_t llmr_string_close(llmr_request_t *rq, const unsigned char *p,
     size_t len);
 static int llmr_hold(llmr_request_t *rq, const unsigned char *p,
     size_t len);
-static void llmr_locate_model(llmr_request_t *rq, size_t upto);
+static void llmr_locate(llmr_request_t *rq, uint64_t *start);
+static void llmr_locate_value(llmr_request_t *rq, size_t upto);
+static void llmr_text(llmr_request_t *rq, llmr_text_e kind,
+    const unsigned char *p, size_t len);
+static void llmr_type(llmr_request_t *rq, const unsigned char *p,
+    size_t len);
+static void llmr_tool(llmr_features_t *f, const unsigned char *p,
+    size_t len);
+static int llmr_is(const unsigned char *p, size_t len, const char *s);
+static void llmr_message_start(llmr_request_t *rq);
 static void llmr_message_done(llmr_request_t *rq);
 static void llmr_message_add(llmr_message_t *sum, const llmr_message_t *m,
     unsigned code);
 static int llmr_parse_error(llmr_request_t *rq, yajl_status status,
     uint64_t offset);
-static int llmr_in_message_text(llmr_request_t *rq);
 static unsigned llmr_role(const unsigned char *p, size_t len);
 static void llmr_capture_text(llmr_capture_t *c, const unsigned char *p,
     size_t len);
@@ -97,53 +83,60 @@ static const yajl_callbacks  llmr_callbacks = {
 };
 
 
-/* the keys that matter, by the depth of the object they are in */
+/* the keys that matter in nested objects, in every dialect */
 
-static const llmr_key_name_t  llmr_top_keys[] = {
-    { "model", LLMR_KEY_MODEL },
-    { "messages", LLMR_KEY_MESSAGES },
-    { "stream", LLMR_KEY_STREAM },
-    { "stream_options", LLMR_KEY_STREAM_OPTIONS },
-    { "tools", LLMR_KEY_TOOLS },
-    { "functions", LLMR_KEY_FUNCTIONS },
-    { "max_tokens", LLMR_KEY_MAX_TOKENS },
-    { "max_completion_tokens", LLMR_KEY_MAX_TOKENS },
-    { "response_format", LLMR_KEY_RESPONSE_FORMAT },
-    { NULL, 0 }
-};
-
-static const llmr_key_name_t  llmr_format_keys[] = {
+static const llmr_key_name_t  llmr_nested_keys[] = {
     { "type", LLMR_KEY_TYPE },
-    { NULL, 0 }
-};
-
-static const llmr_key_name_t  llmr_message_keys[] = {
     { "role", LLMR_KEY_ROLE },
     { "content", LLMR_KEY_CONTENT },
+    { "text", LLMR_KEY_TEXT },
+    { "name", LLMR_KEY_NAME },
+    { "function", LLMR_KEY_FUNCTION },
+    { "include_usage", LLMR_KEY_INCLUDE_USAGE },
+    { "effort", LLMR_KEY_EFFORT },
+    { "input", LLMR_KEY_INPUT },
+    { "arguments", LLMR_KEY_ARGUMENTS },
+    { "output", LLMR_KEY_OUTPUT },
+    { "summary", LLMR_KEY_SUMMARY },
+    { "thinking", LLMR_KEY_THINKING },
+    { "format", LLMR_KEY_FORMAT },
     { NULL, 0 }
 };
 
-static const llmr_key_name_t  llmr_part_keys[] = {
-    { "text", LLMR_KEY_TEXT },
-    { NULL, 0 }
+/* content parts that are not text */
+
+static const char  *llmr_image_types[] = {
+    "image_url", "file", "image", "document", "input_image", "input_file",
+    NULL
 };
 
 
 #define LLMR_STREAM_OPTIONS  ",\"stream_options\":{\"include_usage\":true}"
+#define LLMR_USAGE_OPTIONS   "{\"include_usage\":true}"
+#define LLMR_INCLUDE_USAGE   "\"include_usage\":true"
 #define LLMR_MODEL_KEY       "\"model\":"
 
 #define llmr_offset(rq)                                                       \
     ((rq)->base + yajl_get_bytes_consumed((rq)->yajl))
 
-#define llmr_need_stream_options(f)  ((f)->stream && !(f)->stream_options)
+/*
+ * A chat stream carries its usage only when asked to: it is always asked
+ * upstream, for hidden reasoning tokens are billed too, and the response
+ * filter takes it out of what a client that did not ask sees.
+ */
+#define llmr_ask_usage(f)                                                     \
+    (llmr_dialects[(f)->api].stream_usage && (f)->stream                      \
+     && !(f)->include_usage)
 
 
 int
-llmr_request_init(llmr_request_t *rq, const llmr_keywords_t *kw,
-    unsigned history)
+llmr_request_init(llmr_request_t *rq, const llmr_dialect_t *d,
+    const llmr_keywords_t *kw, unsigned history)
 {
     memset(rq, 0, sizeof(llmr_request_t));
 
+    rq->dialect = d;
+    rq->f.api = d->api;
     rq->keywords = kw;
     rq->history = history < LLMR_HISTORY_MAX ? history : LLMR_HISTORY_MAX;
 
@@ -152,7 +145,11 @@ llmr_request_init(llmr_request_t *rq, const llmr_keywords_t *kw,
     rq->f.object_start = LLMR_NO_OFFSET;
     rq->f.model_start = LLMR_NO_OFFSET;
     rq->f.model_end = LLMR_NO_OFFSET;
-    rq->model_key_end = LLMR_NO_OFFSET;
+    rq->f.options_start = LLMR_NO_OFFSET;
+    rq->f.options_end = LLMR_NO_OFFSET;
+    rq->f.options_object = LLMR_NO_OFFSET;
+    rq->f.usage_start = LLMR_NO_OFFSET;
+    rq->f.usage_end = LLMR_NO_OFFSET;
 
     rq->yajl = yajl_alloc(&llmr_callbacks, NULL, rq);
     if (rq->yajl == NULL) {
@@ -246,7 +243,7 @@ llmr_parse(llmr_request_t *rq, const unsigned char *p, size_t len)
         return llmr_parse_error(rq, status, llmr_offset(rq));
     }
 
-    llmr_locate_model(rq, len);
+    llmr_locate_value(rq, len);
 
     rq->base += len;
     rq->chunk = NULL;
@@ -399,13 +396,17 @@ llmr_request_finish(llmr_request_t *rq)
         return llmr_parse_error(rq, status, rq->base);
     }
 
-    if (!rq->seen_messages) {
-        llmr_fail(rq, "missing required parameter: 'messages'");
+    /* a Responses request may go on from a stored one, and add nothing */
+
+    if (!rq->seen_messages && !rq->f.previous) {
+        snprintf(rq->error, LLMR_ERROR_MAX,
+                 "missing required parameter: '%s'", rq->dialect->input);
         return LLMR_ERROR;
     }
 
-    if (rq->f.messages == 0) {
-        llmr_fail(rq, "'messages' must be a non-empty array");
+    if (rq->f.messages == 0 && !rq->f.previous) {
+        snprintf(rq->error, LLMR_ERROR_MAX,
+                 "'%s' must be a non-empty array", rq->dialect->input);
         return LLMR_ERROR;
     }
 
@@ -462,34 +463,40 @@ llmr_fail(llmr_request_t *rq, const char *message)
 
 
 /*
- * yajl tells where a token ends but not where it starts: the "model"
- * value starts at the first byte after its key that is neither white
- * space, as yajl has it ('\v' and '\f' too), nor the colon.  Those bytes
- * are scanned as they pass, so nothing is buffered for it.
+ * yajl tells where a token ends but not where it starts: a value the
+ * rewrite replaces ("model", and a chat stream's options) starts at the
+ * first byte after its key that is neither white space, as yajl has it
+ * ('\v' and '\f' too), nor the colon.  Those bytes are scanned as they
+ * pass, so nothing is buffered for it.
  */
 
 static void
-llmr_locate_model(llmr_request_t *rq, size_t upto)
+llmr_locate(llmr_request_t *rq, uint64_t *start)
+{
+    rq->key_end = llmr_offset(rq);
+    rq->value_start = start;
+}
+
+
+static void
+llmr_locate_value(llmr_request_t *rq, size_t upto)
 {
     size_t                i;
     const unsigned char  *p;
 
-    if (rq->model_key_end == LLMR_NO_OFFSET
-        || rq->f.model_start != LLMR_NO_OFFSET
-        || rq->chunk == NULL)
-    {
+    if (rq->value_start == NULL || rq->chunk == NULL) {
         return;
     }
 
-    i = (rq->model_key_end > rq->base)
-        ? (size_t) (rq->model_key_end - rq->base) : 0;
+    i = (rq->key_end > rq->base) ? (size_t) (rq->key_end - rq->base) : 0;
     p = rq->chunk;
 
     for ( /* void */ ; i < upto; i++) {
         if (p[i] != ' ' && p[i] != '\t' && p[i] != '\r' && p[i] != '\n'
             && p[i] != '\v' && p[i] != '\f' && p[i] != ':')
         {
-            rq->f.model_start = rq->base + i;
+            *rq->value_start = rq->base + i;
+            rq->value_start = NULL;
             return;
         }
     }
@@ -523,14 +530,18 @@ llmr_value(llmr_request_t *rq, unsigned type)
             }
 
             rq->f.model_present = 1;
-            llmr_locate_model(rq, yajl_get_bytes_consumed(rq->yajl));
+            llmr_locate_value(rq, yajl_get_bytes_consumed(rq->yajl));
             rq->f.model_end = llmr_offset(rq);
             return 1;
 
         case LLMR_KEY_MESSAGES:
-            if (type != LLMR_VALUE_ARRAY) {
-                return llmr_fail(rq, "invalid type for 'messages': "
-                                     "expected an array of objects");
+            if (type != LLMR_VALUE_ARRAY
+                && !(type == LLMR_VALUE_STRING && rq->dialect->input_string))
+            {
+                snprintf(rq->error, LLMR_ERROR_MAX,
+                         "invalid type for '%s': expected an array of "
+                         "objects", rq->dialect->input);
+                return 0;
             }
 
             rq->seen_messages = 1;
@@ -543,6 +554,15 @@ llmr_value(llmr_request_t *rq, unsigned type)
             }
 
             return 1;
+
+        case LLMR_KEY_STREAM_OPTIONS:
+            if (type != LLMR_VALUE_MAP) {
+                /* null, or a value the rewrite replaces with its own */
+                llmr_locate_value(rq, yajl_get_bytes_consumed(rq->yajl));
+                rq->f.options_end = llmr_offset(rq);
+            }
+
+            return 1;
         }
 
         return 1;
@@ -552,15 +572,24 @@ llmr_value(llmr_request_t *rq, unsigned type)
 
         case LLMR_KEY_MESSAGES:
             if (type != LLMR_VALUE_MAP) {
-                return llmr_fail(rq, "invalid type for 'messages': "
-                                     "expected an array of objects");
+                snprintf(rq->error, LLMR_ERROR_MAX,
+                         "invalid type for '%s': expected an array of "
+                         "objects", rq->dialect->input);
+                return 0;
             }
 
             return 1;
 
         case LLMR_KEY_TOOLS:
-        case LLMR_KEY_FUNCTIONS:
             rq->f.tools = 1;
+            return 1;
+
+        case LLMR_KEY_STREAM_OPTIONS:
+            if (rq->key[2] == LLMR_KEY_INCLUDE_USAGE) {
+                llmr_locate_value(rq, yajl_get_bytes_consumed(rq->yajl));
+                rq->f.usage_end = llmr_offset(rq);
+            }
+
             return 1;
         }
 
@@ -589,6 +618,11 @@ llmr_boolean(void *ctx, int value)
 
     if (rq->depth == 1 && rq->key[1] == LLMR_KEY_STREAM) {
         rq->f.stream = value ? 1 : 0;
+
+    } else if (rq->depth == 2 && rq->key[1] == LLMR_KEY_STREAM_OPTIONS
+               && rq->key[2] == LLMR_KEY_INCLUDE_USAGE)
+    {
+        rq->f.include_usage = value ? 1 : 0;
     }
 
     return 1;
@@ -630,58 +664,99 @@ llmr_number(void *ctx, const char *p, size_t len)
 static int
 llmr_string(void *ctx, const unsigned char *p, size_t len)
 {
+    llmr_text_e      kind;
     llmr_request_t  *rq = ctx;
 
     if (!llmr_value(rq, LLMR_VALUE_STRING)) {
         return 0;
     }
 
-    if (rq->depth == 2 && rq->key[1] == LLMR_KEY_RESPONSE_FORMAT
-        && rq->key[2] == LLMR_KEY_TYPE)
-    {
-        /* "json_object" or "json_schema": the answer must be JSON */
-        rq->f.json_mode = (len == 11 && memcmp(p, "json_object", 11) == 0)
-                          || (len == 11 && memcmp(p, "json_schema", 11) == 0);
+    if (rq->depth == 1 && rq->key[1] == LLMR_KEY_MODEL) {
+        rq->f.model_truncated = (len > LLMR_MODEL_NAME_MAX);
+        rq->f.model_len = rq->f.model_truncated ? LLMR_MODEL_NAME_MAX : len;
+        memcpy(rq->f.model, p, rq->f.model_len);
         return 1;
     }
 
-    if (rq->depth == 1) {
-        if (rq->key[1] == LLMR_KEY_MODEL) {
-            rq->f.model_truncated = (len > LLMR_MODEL_NAME_MAX);
-            rq->f.model_len = rq->f.model_truncated ? LLMR_MODEL_NAME_MAX
-                                                    : len;
-            memcpy(rq->f.model, p, rq->f.model_len);
-        }
+    if (rq->depth == 1 && rq->key[1] == LLMR_KEY_PREVIOUS) {
+        rq->f.previous = (len != 0);
+        return 1;
+    }
+
+    kind = rq->dialect->text(rq);
+
+    if (kind == LLMR_TEXT_NONE) {
+        return 1;
+    }
+
+    if (rq->depth == 1 && rq->key[1] == LLMR_KEY_MESSAGES) {
+        /* "input" as a string is a user message of its own */
+
+        rq->f.messages++;
+        llmr_message_start(rq);
+        llmr_text(rq, LLMR_TEXT_ROLE, (const unsigned char *) "user", 4);
+        llmr_text(rq, kind, p, len);
+        llmr_message_done(rq);
 
         return 1;
     }
 
-    if (rq->key[1] == LLMR_KEY_TOOLS || rq->key[1] == LLMR_KEY_FUNCTIONS) {
-        /* tool definitions are billed as prompt */
-        rq->f.prompt_tokens += llmr_estimate_tokens(p, len);
-        return 1;
-    }
+    llmr_text(rq, kind, p, len);
 
-    if (rq->depth < 3 || rq->key[1] != LLMR_KEY_MESSAGES) {
-        return 1;
-    }
+    return 1;
+}
 
-    /* inside a message */
 
-    if (rq->depth == 3 && rq->key[3] == LLMR_KEY_ROLE) {
+static void
+llmr_text(llmr_request_t *rq, llmr_text_e kind, const unsigned char *p,
+    size_t len)
+{
+    switch (kind) {
+
+    case LLMR_TEXT_MESSAGE:
+        break;
+
+    case LLMR_TEXT_ROLE:
         rq->msg_role = llmr_role(p, len);
-    }
-
-    if (rq->key[3] == LLMR_KEY_CONTENT && rq->depth > 3
-        && !(rq->depth == 5 && rq->key[5] == LLMR_KEY_TEXT))
-    {
-        /* content parts other than text: types, image URLs, audio */
-        return 1;
-    }
-
-    if (!llmr_in_message_text(rq)) {
         rq->msg.tokens += llmr_estimate_tokens(p, len);
-        return 1;
+        return;
+
+    case LLMR_TEXT_TOKENS:
+        rq->msg.tokens += llmr_estimate_tokens(p, len);
+        return;
+
+    case LLMR_TEXT_TOOL:
+        llmr_tool(&rq->f, p, len);
+        rq->f.prompt_tokens += llmr_estimate_tokens(p, len);
+        return;
+
+    case LLMR_TEXT_PROMPT:
+        /* the system prompt, instructions and tool definitions */
+        rq->f.prompt_tokens += llmr_estimate_tokens(p, len);
+        return;
+
+    case LLMR_TEXT_TYPE:
+        llmr_type(rq, p, len);
+        return;
+
+    case LLMR_TEXT_EFFORT:
+        rq->f.thinking = !llmr_is(p, len, "none")
+                         && !llmr_is(p, len, "minimal");
+        return;
+
+    case LLMR_TEXT_THINKING:
+        rq->f.thinking = llmr_is(p, len, "enabled")
+                         || llmr_is(p, len, "adaptive");
+        return;
+
+    case LLMR_TEXT_FORMAT:
+        /* "json_object" or "json_schema": the answer must be JSON */
+        rq->f.json_mode = llmr_is(p, len, "json_object")
+                          || llmr_is(p, len, "json_schema");
+        return;
+
+    default: /* LLMR_TEXT_NONE */
+        return;
     }
 
     /* the features and the keyword lists come in the pass of the tokens */
@@ -698,8 +773,80 @@ llmr_string(void *ctx, const unsigned char *p, size_t len)
     if (rq->capture) {
         llmr_capture_text(rq->capture, p, len);
     }
+}
 
-    return 1;
+
+/*
+ * The type of a content part tells an image or a document; that of an
+ * item of a Responses "input" tells who speaks when no role is given:
+ * calls come from the assistant, their output from tools.
+ */
+
+static void
+llmr_type(llmr_request_t *rq, const unsigned char *p, size_t len)
+{
+    const char  **t;
+
+    for (t = llmr_image_types; *t; t++) {
+        if (llmr_is(p, len, *t)) {
+            rq->f.images = 1;
+            return;
+        }
+    }
+
+    if (rq->depth != 3 || rq->msg_role != LLMR_ROLE_OTHER) {
+        return;
+    }
+
+    if (len > 7 && memcmp(p + len - 7, "_output", 7) == 0) {
+        rq->msg_role = LLMR_ROLE_TOOL;
+
+    } else if ((len > 5 && memcmp(p + len - 5, "_call", 5) == 0)
+               || llmr_is(p, len, "reasoning"))
+    {
+        rq->msg_role = LLMR_ROLE_ASSISTANT;
+    }
+}
+
+
+/*
+ * A declared tool, by its name or type; a versioned built-in type such
+ * as "web_search_20250305" or "web_search_preview" is also known by its
+ * stem, "web_search".
+ */
+
+static void
+llmr_tool(llmr_features_t *f, const unsigned char *p, size_t len)
+{
+    size_t  n;
+
+    if (f->ntools < LLMR_TOOLS_MAX) {
+        f->tool[f->ntools++] = llmr_tool_hash(p, len);
+    }
+
+    n = len;
+
+    if (len > 8 && memcmp(p + len - 8, "_preview", 8) == 0) {
+        n = len - 8;
+
+    } else {
+        while (n && p[n - 1] >= '0' && p[n - 1] <= '9') {
+            n--;
+        }
+
+        n = (n < len && n > 1 && p[n - 1] == '_') ? n - 1 : len;
+    }
+
+    if (n < len && f->ntools < LLMR_TOOLS_MAX) {
+        f->tool[f->ntools++] = llmr_tool_hash(p, n);
+    }
+}
+
+
+static int
+llmr_is(const unsigned char *p, size_t len, const char *s)
+{
+    return strlen(s) == len && memcmp(p, s, len) == 0;
 }
 
 
@@ -727,14 +874,6 @@ llmr_role(const unsigned char *p, size_t len)
     }
 
     return LLMR_ROLE_OTHER;
-}
-
-
-static int
-llmr_in_message_text(llmr_request_t *rq)
-{
-    return rq->key[3] == LLMR_KEY_CONTENT
-           && (rq->depth == 3 || rq->depth == 5);
 }
 
 
@@ -768,18 +907,28 @@ llmr_start_map(void *ctx)
     if (rq->depth == 1) {
         rq->f.object_start = llmr_offset(rq);
 
+    } else if (rq->depth == 2 && rq->key[1] == LLMR_KEY_STREAM_OPTIONS) {
+        rq->f.options_object = llmr_offset(rq);
+
     } else if (rq->depth == 3 && rq->key[1] == LLMR_KEY_MESSAGES) {
         rq->f.messages++;
-        memset(&rq->msg, 0, sizeof(llmr_message_t));
-        rq->msg_keywords = 0;
-        rq->msg_role = LLMR_ROLE_OTHER;
-
-        if (rq->capture) {
-            rq->capture->slot[rq->capture->fill].len = 0;
-        }
+        llmr_message_start(rq);
     }
 
     return 1;
+}
+
+
+static void
+llmr_message_start(llmr_request_t *rq)
+{
+    memset(&rq->msg, 0, sizeof(llmr_message_t));
+    rq->msg_keywords = 0;
+    rq->msg_role = LLMR_ROLE_OTHER;
+
+    if (rq->capture) {
+        rq->capture->slot[rq->capture->fill].len = 0;
+    }
 }
 
 
@@ -790,35 +939,19 @@ llmr_map_key(void *ctx, const unsigned char *p, size_t len)
     const llmr_key_name_t  *names;
     llmr_request_t         *rq = ctx;
 
-    names = NULL;
-
-    if (rq->depth == 1) {
-        names = llmr_top_keys;
-
-    } else if (rq->depth == 2 && rq->key[1] == LLMR_KEY_RESPONSE_FORMAT) {
-        names = llmr_format_keys;
-
-    } else if (rq->key[1] == LLMR_KEY_MESSAGES) {
-        if (rq->depth == 3) {
-            names = llmr_message_keys;
-
-        } else if (rq->depth == 5 && rq->key[3] == LLMR_KEY_CONTENT) {
-            names = llmr_part_keys;
-        }
-    }
+    names = (rq->depth == 1) ? rq->dialect->top_keys : llmr_nested_keys;
 
     key = LLMR_KEY_OTHER;
 
-    for ( /* void */ ; names && names->name; names++) {
+    for ( /* void */ ; names->name; names++) {
         if (strlen(names->name) == len && memcmp(names->name, p, len) == 0) {
             key = names->key;
             break;
         }
     }
 
-    if (rq->depth == 1 && key != LLMR_KEY_OTHER
-        && key <= LLMR_KEY_STREAM_OPTIONS)
-    {
+    if (rq->depth == 1 && key != LLMR_KEY_OTHER && key <= LLMR_KEY_UNIQUE) {
+
         /*
          * a second "model" or "messages" could be read differently by
          * the provider than by the router
@@ -833,10 +966,24 @@ llmr_map_key(void *ctx, const unsigned char *p, size_t len)
         rq->seen |= 1u << key;
 
         if (key == LLMR_KEY_MODEL) {
-            rq->model_key_end = llmr_offset(rq);
+            llmr_locate(rq, &rq->f.model_start);
 
         } else if (key == LLMR_KEY_STREAM_OPTIONS) {
             rq->f.stream_options = 1;
+            llmr_locate(rq, &rq->f.options_start);
+        }
+    }
+
+    if (rq->depth == 2 && rq->key[1] == LLMR_KEY_STREAM_OPTIONS) {
+        rq->f.options_members++;
+
+        if (key == LLMR_KEY_INCLUDE_USAGE) {
+            if (rq->f.usage_start != LLMR_NO_OFFSET) {
+                return llmr_fail(rq, "duplicate key 'include_usage' in "
+                                     "request body");
+            }
+
+            llmr_locate(rq, &rq->f.usage_start);
         }
     }
 
@@ -1044,7 +1191,8 @@ llmr_rewrite_size(const llmr_features_t *f, size_t upstream_len)
         n += sizeof(LLMR_MODEL_KEY ",") - 1;
     }
 
-    if (llmr_need_stream_options(f)) {
+    if (llmr_ask_usage(f)) {
+        /* the longest of the ways to ask */
         n += sizeof(LLMR_STREAM_OPTIONS) - 1;
     }
 
@@ -1052,22 +1200,26 @@ llmr_rewrite_size(const llmr_features_t *f, size_t upstream_len)
 }
 
 
-unsigned char *
-llmr_rewrite(const llmr_features_t *f, llmr_str_t *upstream,
-    unsigned char *out, uint64_t *start, uint64_t *end)
+unsigned
+llmr_rewrite(const llmr_features_t *f, const llmr_str_t *upstream,
+    unsigned char *out, llmr_edit_t *edits)
 {
+    unsigned        n;
+    llmr_edit_t    *e, t;
     unsigned char  *p;
 
     p = out;
+    e = &edits[0];
+    e->data = p;
 
     if (f->model_present) {
-        *start = f->model_start;
-        *end = f->model_end;
+        e->start = f->model_start;
+        e->end = f->model_end;
 
     } else {
         /* a new first member: "model":"x", */
-        *start = f->object_start;
-        *end = f->object_start;
+        e->start = f->object_start;
+        e->end = f->object_start;
 
         memcpy(p, LLMR_MODEL_KEY, sizeof(LLMR_MODEL_KEY) - 1);
         p += sizeof(LLMR_MODEL_KEY) - 1;
@@ -1076,7 +1228,7 @@ llmr_rewrite(const llmr_features_t *f, llmr_str_t *upstream,
     memcpy(p, upstream->data, upstream->len);
     p += upstream->len;
 
-    if (llmr_need_stream_options(f)) {
+    if (llmr_ask_usage(f) && !f->stream_options) {
         memcpy(p, LLMR_STREAM_OPTIONS, sizeof(LLMR_STREAM_OPTIONS) - 1);
         p += sizeof(LLMR_STREAM_OPTIONS) - 1;
     }
@@ -1085,5 +1237,51 @@ llmr_rewrite(const llmr_features_t *f, llmr_str_t *upstream,
         *p++ = ',';
     }
 
-    return p;
+    e->len = p - e->data;
+    n = 1;
+
+    if (!llmr_ask_usage(f) || !f->stream_options) {
+        return n;
+    }
+
+    /* the client's own options: include_usage is made true */
+
+    e = &edits[n++];
+    e->data = p;
+
+    if (f->usage_start != LLMR_NO_OFFSET) {
+        e->start = f->usage_start;
+        e->end = f->usage_end;
+
+        memcpy(p, "true", 4);
+        p += 4;
+
+    } else if (f->options_object != LLMR_NO_OFFSET) {
+        e->start = f->options_object;
+        e->end = f->options_object;
+
+        memcpy(p, LLMR_INCLUDE_USAGE, sizeof(LLMR_INCLUDE_USAGE) - 1);
+        p += sizeof(LLMR_INCLUDE_USAGE) - 1;
+
+        if (f->options_members) {
+            *p++ = ',';
+        }
+
+    } else {
+        e->start = f->options_start;
+        e->end = f->options_end;
+
+        memcpy(p, LLMR_USAGE_OPTIONS, sizeof(LLMR_USAGE_OPTIONS) - 1);
+        p += sizeof(LLMR_USAGE_OPTIONS) - 1;
+    }
+
+    e->len = p - e->data;
+
+    if (edits[1].start < edits[0].start) {
+        t = edits[0];
+        edits[0] = edits[1];
+        edits[1] = t;
+    }
+
+    return n;
 }

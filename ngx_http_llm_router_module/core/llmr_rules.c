@@ -78,6 +78,24 @@ llmr_cond_parse(llmr_cond_t *cond, const unsigned char *p, size_t len,
         return LLMR_OK;
     }
 
+    if (len == 8 && memcmp(p, "thinking", 8) == 0) {
+        cond->type = LLMR_COND_THINKING;
+        return LLMR_OK;
+    }
+
+    if (len == 6 && memcmp(p, "images", 6) == 0) {
+        cond->type = LLMR_COND_IMAGES;
+        return LLMR_OK;
+    }
+
+    if (len > 5 && memcmp(p, "tool=", 5) == 0) {
+        cond->type = LLMR_COND_TOOL;
+        cond->name.data = p + 5;
+        cond->name.len = len - 5;
+        cond->arg = llmr_tool_hash(p + 5, len - 5);
+        return LLMR_OK;
+    }
+
     if (len > 9 && memcmp(p, "keywords=", 9) == 0) {
         cond->type = LLMR_COND_KEYWORDS;
         cond->name.data = p + 9;
@@ -221,7 +239,8 @@ static int
 llmr_cond_true(const llmr_cond_t *cond, const llmr_features_t *f,
     llmr_external_pt external, void *data)
 {
-    int  v;
+    int       v;
+    unsigned  i;
 
     switch (cond->type) {
 
@@ -247,6 +266,22 @@ llmr_cond_true(const llmr_cond_t *cond, const llmr_features_t *f,
 
     case LLMR_COND_TOOLS:
         v = f->tools;
+        break;
+
+    case LLMR_COND_THINKING:
+        v = f->thinking;
+        break;
+
+    case LLMR_COND_IMAGES:
+        v = f->images;
+        break;
+
+    case LLMR_COND_TOOL:
+        for (i = 0; i < f->ntools && f->tool[i] != cond->arg; i++) {
+            /* void */
+        }
+
+        v = (i < f->ntools);
         break;
 
     case LLMR_COND_KEYWORDS:
@@ -384,10 +419,49 @@ llmr_price_parse(const unsigned char *p, size_t len, uint64_t *price)
 }
 
 
-uint64_t
-llmr_cost(const llmr_model_t *m, uint64_t prompt, uint64_t completion)
+/* the prices of cached tokens not set in nginx.conf, by the dialect's */
+
+void
+llmr_model_prices(llmr_model_t *m, const llmr_dialect_t *d, int cached_set,
+    int cache_write_set)
 {
-    return prompt * m->price_in + completion * m->price_out;
+    if (!cached_set) {
+        m->price_cached = m->price_in * d->cached_permille / 1000;
+    }
+
+    if (!cache_write_set) {
+        m->price_cache_write = m->price_in * d->cache_write_permille / 1000;
+    }
+}
+
+
+/*
+ * Each kind of token at its price.  Counts are at most a billion each
+ * (the usage scanner's bound, and estimates are 32-bit) and prices at
+ * most a billion pico-USD, so no product overflows; the sum saturates.
+ */
+
+uint64_t
+llmr_cost(const llmr_model_t *m, const llmr_tokens_t *t)
+{
+    unsigned  i;
+    uint64_t  fresh, part[4], cost;
+
+    fresh = (t->cached + t->cache_write <= t->prompt)
+            ? t->prompt - t->cached - t->cache_write : 0;
+
+    part[0] = fresh * m->price_in;
+    part[1] = t->cached * m->price_cached;
+    part[2] = t->cache_write * m->price_cache_write;
+    part[3] = t->completion * m->price_out;
+
+    cost = 0;
+
+    for (i = 0; i < 4; i++) {
+        cost = (cost > UINT64_MAX - part[i]) ? UINT64_MAX : cost + part[i];
+    }
+
+    return cost;
 }
 
 

@@ -2,9 +2,9 @@
 /*
  * Copyright (C) the ngx_http_llm_router_module authors
  *
- * Triage by a small model: the chat request that asks it to judge the
- * current user message, with a bounded slice of the conversation before
- * it, and the label read from its answer.
+ * Triage by a small model: the request, in the model's own dialect, that
+ * asks it to judge the current user message, with a bounded slice of the
+ * conversation before it, and the label read from its answer.
  */
 
 
@@ -107,25 +107,25 @@ static size_t
 llmr_triage_write(const llmr_request_t *rq, const llmr_triage_t *t,
     unsigned char *out)
 {
-    char                  num[24];
-    size_t                lens[LLMR_SLOTS_MAX];
-    unsigned              i, n, slots[LLMR_SLOTS_MAX];
-    llmr_out_t            o;
-    const char           *role;
-    const llmr_slot_t    *s;
-    const llmr_capture_t *c;
+    char                   num[24];
+    size_t                 lens[LLMR_SLOTS_MAX];
+    unsigned               i, n, slots[LLMR_SLOTS_MAX], max_tokens;
+    llmr_out_t             o;
+    const char            *role, *const *part;
+    const llmr_slot_t     *s;
+    const llmr_capture_t  *c;
 
     o.p = out;
     o.size = 0;
 
     c = rq->capture;
+    part = t->dialect->triage;
 
-    llmr_put_literal(&o, "{\"model\":\"");
+    llmr_put(&o, part[0], strlen(part[0]));
     llmr_put_escaped(&o, t->model.data, t->model.len);
-    llmr_put_literal(&o, "\",\"messages\":[{\"role\":\"system\","
-                         "\"content\":\"");
+    llmr_put(&o, part[1], strlen(part[1]));
     llmr_put_escaped(&o, t->prompt.data, t->prompt.len);
-    llmr_put_literal(&o, "\"},{\"role\":\"user\",\"content\":\"");
+    llmr_put(&o, part[2], strlen(part[2]));
 
     n = (c && c->current >= 0)
         ? llmr_triage_history(c, t->history, slots, lens) : 0;
@@ -151,10 +151,12 @@ llmr_triage_write(const llmr_request_t *rq, const llmr_triage_t *t,
         llmr_put_escaped(&o, s->text, s->len);
     }
 
-    llmr_put_literal(&o, "\"}],\"max_tokens\":");
-    llmr_put(&o, num, snprintf(num, sizeof(num), "%u", t->max_tokens));
+    max_tokens = (t->max_tokens > t->dialect->triage_min_tokens)
+                 ? t->max_tokens : t->dialect->triage_min_tokens;
 
-    llmr_put_literal(&o, ",\"temperature\":0,\"stream\":false}");
+    llmr_put(&o, part[3], strlen(part[3]));
+    llmr_put(&o, num, snprintf(num, sizeof(num), "%u", max_tokens));
+    llmr_put(&o, part[4], strlen(part[4]));
 
     return o.size;
 }

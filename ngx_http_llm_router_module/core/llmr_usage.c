@@ -7,9 +7,17 @@
  * scanner keeps a few bytes of state, so a response is never buffered
  * and a usage object split over any number of buffers is still found.
  * It is not a validator: it only follows strings, nesting and keys.
+ *
+ * Every dialect's usage is found by the same keys: a "usage" object at
+ * the top of a document (chat, a Messages "message_delta") or in its
+ * "message" or "response" (a Messages "message_start", a Responses
+ * "response.completed"), with the details of cached and reasoning
+ * tokens.  A stream may report
+ * a count more than once: the last one counts.
  */
 
 
+#include <stddef.h>
 #include <string.h>
 
 #include "llmr.h"
@@ -21,12 +29,36 @@
 
 #define LLMR_TOKENS_MAX      1000000000
 
+/* what a value is: a count, LLMR_USAGE_*, or one of these */
+
 enum {
-    LLMR_FIELD_NONE = 0,
+    LLMR_FIELD_NONE = LLMR_USAGE_FIELDS,
     LLMR_FIELD_USAGE,
-    LLMR_FIELD_PROMPT,
-    LLMR_FIELD_COMPLETION,
+    LLMR_FIELD_WRAPPER,
+    LLMR_FIELD_PROMPT_DETAILS,
+    LLMR_FIELD_COMPLETION_DETAILS,
     LLMR_FIELD_CONTENT
+};
+
+
+typedef struct {
+    const char  *name;
+    unsigned     field;
+} llmr_usage_key_t;
+
+
+static const llmr_usage_key_t  llmr_usage_keys[] = {
+    { "prompt_tokens", LLMR_USAGE_PROMPT },
+    { "input_tokens", LLMR_USAGE_PROMPT },
+    { "completion_tokens", LLMR_USAGE_COMPLETION },
+    { "output_tokens", LLMR_USAGE_COMPLETION },
+    { "cache_read_input_tokens", LLMR_USAGE_CACHED },
+    { "cache_creation_input_tokens", LLMR_USAGE_CACHE_WRITE },
+    { "prompt_tokens_details", LLMR_FIELD_PROMPT_DETAILS },
+    { "input_tokens_details", LLMR_FIELD_PROMPT_DETAILS },
+    { "completion_tokens_details", LLMR_FIELD_COMPLETION_DETAILS },
+    { "output_tokens_details", LLMR_FIELD_COMPLETION_DETAILS },
+    { NULL, 0 }
 };
 
 
@@ -34,16 +66,78 @@ static void llmr_usage_reset(llmr_usage_t *u);
 static void llmr_usage_byte(llmr_usage_t *u, unsigned char c);
 static void llmr_usage_key(llmr_usage_t *u);
 static int llmr_usage_key_is(llmr_usage_t *u, const char *name);
+static const unsigned char *llmr_find(const unsigned char *p,
+    const unsigned char *end, const char *s);
+static const unsigned char *llmr_skip_space(const unsigned char *p,
+    const unsigned char *end);
 
 
 void
-llmr_usage_init(llmr_usage_t *u, int sse)
+llmr_usage_init(llmr_usage_t *u, const llmr_dialect_t *d, int sse)
 {
+    unsigned  i;
+
     memset(u, 0, sizeof(llmr_usage_t));
 
+    u->dialect = d;
     u->sse = sse ? 1 : 0;
-    u->prompt_tokens = -1;
-    u->completion_tokens = -1;
+    u->field = LLMR_FIELD_NONE;
+    u->number_field = LLMR_FIELD_NONE;
+
+    for (i = 0; i < LLMR_USAGE_FIELDS; i++) {
+        u->tokens[i] = -1;
+    }
+}
+
+
+/*
+ * All prompt tokens, cached ones included, whatever the dialect: an
+ * Anthropic "input_tokens" counts neither the tokens read from its cache
+ * nor those written to it; OpenAI's counts both.
+ */
+
+int
+llmr_usage_tokens(const llmr_usage_t *u, llmr_tokens_t *t)
+{
+    uint64_t  v[LLMR_USAGE_FIELDS];
+    unsigned  i;
+
+    if (u->tokens[LLMR_USAGE_PROMPT] < 0
+        || u->tokens[LLMR_USAGE_COMPLETION] < 0)
+    {
+        return 0;
+    }
+
+    for (i = 0; i < LLMR_USAGE_FIELDS; i++) {
+        v[i] = (u->tokens[i] > 0) ? (uint64_t) u->tokens[i] : 0;
+    }
+
+    t->prompt = v[LLMR_USAGE_PROMPT];
+    t->completion = v[LLMR_USAGE_COMPLETION];
+    t->cached = v[LLMR_USAGE_CACHED];
+    t->cache_write = v[LLMR_USAGE_CACHE_WRITE];
+    t->reasoning = v[LLMR_USAGE_REASONING];
+
+    if (u->dialect->cache_apart) {
+        t->prompt += t->cached + t->cache_write;
+        return 1;
+    }
+
+    /* parts of the prompt are never more than the prompt */
+
+    if (t->cached > t->prompt) {
+        t->cached = t->prompt;
+    }
+
+    if (t->cache_write > t->prompt - t->cached) {
+        t->cache_write = t->prompt - t->cached;
+    }
+
+    if (t->reasoning > t->completion) {
+        t->reasoning = t->completion;
+    }
+
+    return 1;
 }
 
 
@@ -58,6 +152,8 @@ llmr_usage_reset(llmr_usage_t *u)
     u->depth = 0;
     u->objects = 0;
     u->usage_depth = 0;
+    u->details_depth = 0;
+    u->wrapper = 0;
     u->field = LLMR_FIELD_NONE;
     u->number_field = LLMR_FIELD_NONE;
 }
@@ -145,7 +241,7 @@ llmr_usage_byte(llmr_usage_t *u, unsigned char c)
         return;
     }
 
-    if (u->number_field) {
+    if (u->number_field != LLMR_FIELD_NONE) {
         if (c >= '0' && c <= '9') {
             u->number = u->number * 10 + (c - '0');
 
@@ -156,13 +252,7 @@ llmr_usage_byte(llmr_usage_t *u, unsigned char c)
             return;
         }
 
-        if (u->number_field == LLMR_FIELD_PROMPT) {
-            u->prompt = u->number;
-
-        } else {
-            u->completion = u->number;
-        }
-
+        u->tokens[u->number_field] = u->number;
         u->number_field = LLMR_FIELD_NONE;
     }
 
@@ -182,13 +272,17 @@ llmr_usage_byte(llmr_usage_t *u, unsigned char c)
 
     if (c == '{' && field == LLMR_FIELD_USAGE) {
         u->usage_depth = u->depth + 1;
-        u->prompt = -1;
-        u->completion = -1;
 
-    } else if (c >= '0' && c <= '9'
-               && (field == LLMR_FIELD_PROMPT
-                   || field == LLMR_FIELD_COMPLETION))
+    } else if (c == '{' && field == LLMR_FIELD_WRAPPER) {
+        u->wrapper = 1;
+
+    } else if (c == '{' && (field == LLMR_FIELD_PROMPT_DETAILS
+                            || field == LLMR_FIELD_COMPLETION_DETAILS))
     {
+        u->details_depth = u->depth + 1;
+        u->details = field;
+
+    } else if (c >= '0' && c <= '9' && field < LLMR_USAGE_FIELDS) {
         u->number_field = field;
         u->number = c - '0';
     }
@@ -225,13 +319,16 @@ llmr_usage_byte(llmr_usage_t *u, unsigned char c)
 
     case '}':
     case ']':
-        if (u->depth && u->depth == u->usage_depth) {
-            if (u->prompt >= 0 && u->completion >= 0) {
-                u->prompt_tokens = u->prompt;
-                u->completion_tokens = u->completion;
-            }
+        if (u->depth && u->depth == u->details_depth) {
+            u->details_depth = 0;
+        }
 
+        if (u->depth && u->depth == u->usage_depth) {
             u->usage_depth = 0;
+        }
+
+        if (u->depth == 2) {
+            u->wrapper = 0;
         }
 
         if (u->depth) {
@@ -251,27 +348,54 @@ llmr_usage_byte(llmr_usage_t *u, unsigned char c)
 static void
 llmr_usage_key(llmr_usage_t *u)
 {
-    if (llmr_usage_key_is(u, "content")
-        || llmr_usage_key_is(u, "arguments"))
-    {
-        u->field = LLMR_FIELD_CONTENT;
+    const char *const       *name;
+    const llmr_usage_key_t  *k;
 
-    } else if (u->depth == 1 && llmr_usage_key_is(u, "usage")) {
+    for (name = u->sse ? u->dialect->stream_text_keys
+                       : u->dialect->text_keys;
+         *name;
+         name++)
+    {
+        if (llmr_usage_key_is(u, *name)) {
+            u->field = LLMR_FIELD_CONTENT;
+            goto done;
+        }
+    }
+
+    if ((u->depth == 1 || (u->depth == 2 && u->wrapper))
+        && !u->usage_depth && llmr_usage_key_is(u, "usage"))
+    {
         u->field = LLMR_FIELD_USAGE;
+
+    } else if (u->depth == 1 && (llmr_usage_key_is(u, "message")
+                                 || llmr_usage_key_is(u, "response")))
+    {
+        u->field = LLMR_FIELD_WRAPPER;
 
     } else if (u->usage_depth && u->depth == u->usage_depth) {
 
-        if (llmr_usage_key_is(u, "prompt_tokens")
-            || llmr_usage_key_is(u, "input_tokens"))
-        {
-            u->field = LLMR_FIELD_PROMPT;
+        for (k = llmr_usage_keys; k->name; k++) {
+            if (llmr_usage_key_is(u, k->name)) {
+                u->field = k->field;
+                break;
+            }
+        }
 
-        } else if (llmr_usage_key_is(u, "completion_tokens")
-                   || llmr_usage_key_is(u, "output_tokens"))
+    } else if (u->details_depth && u->depth == u->details_depth) {
+
+        if (u->details == LLMR_FIELD_PROMPT_DETAILS
+            && llmr_usage_key_is(u, "cached_tokens"))
         {
-            u->field = LLMR_FIELD_COMPLETION;
+            u->field = LLMR_USAGE_CACHED;
+
+        } else if (u->details == LLMR_FIELD_COMPLETION_DETAILS
+                   && llmr_usage_key_is(u, "reasoning_tokens"))
+        {
+            u->field = LLMR_USAGE_REASONING;
         }
     }
+
+done:
 
     /* the key is used up: "a":"b":"c" must not match twice */
     u->key_len = sizeof(u->key);
@@ -291,12 +415,126 @@ llmr_usage_key_is(llmr_usage_t *u, const char *name)
 
 /*
  * When a provider sends no usage, the completion is estimated from the
- * text of its "content" and tool call "arguments" strings, at four bytes
- * a token.
+ * text of the answer and of its tool calls, at four bytes a token.
  */
 
 uint64_t
 llmr_usage_content_tokens(const llmr_usage_t *u)
 {
     return (u->content_bytes + 3) / 4;
+}
+
+
+static const unsigned char *
+llmr_find(const unsigned char *p, const unsigned char *end, const char *s)
+{
+    size_t                n;
+    const unsigned char  *q;
+
+    n = strlen(s);
+
+    for (q = p; end - q >= (ptrdiff_t) n; q++) {
+        q = memchr(q, s[0], end - q);
+
+        if (q == NULL || end - q < (ptrdiff_t) n) {
+            return NULL;
+        }
+
+        if (memcmp(q, s, n) == 0) {
+            return q;
+        }
+    }
+
+    return NULL;
+}
+
+
+static const unsigned char *
+llmr_skip_space(const unsigned char *p, const unsigned char *end)
+{
+    while (p < end && (*p == ' ' || *p == '\t')) {
+        p++;
+    }
+
+    return p;
+}
+
+
+size_t
+llmr_usage_unasked(const unsigned char *p, size_t len, int whole,
+    unsigned char *out, int *drop)
+{
+    const unsigned char  *end, *q, *v, *from, *to, *b;
+    unsigned char        *o;
+
+    *drop = 0;
+    end = p + len;
+
+    if (whole && (len < 5 || memcmp(p, "data:", 5) != 0)) {
+        memcpy(out, p, len);
+        return len;
+    }
+
+    /* the chunk of usage alone: no choices, and a usage object */
+
+    q = llmr_find(p, end, "\"usage\":");
+
+    if (q && whole) {
+        v = llmr_skip_space(q + 8, end);
+
+        if (v < end && *v == '{'
+            && (llmr_find(p, end, "\"choices\":[]")
+                || llmr_find(p, end, "\"choices\": []")))
+        {
+            *drop = 1;
+            return 0;
+        }
+    }
+
+    o = out;
+
+    while (q) {
+        v = llmr_skip_space(q + 8, end);
+
+        if (end - v < 4 || memcmp(v, "null", 4) != 0) {
+            /* a usage that is not null stays */
+            b = q + 8;
+            memcpy(o, p, b - p);
+            o += b - p;
+            p = b;
+            q = llmr_find(p, end, "\"usage\":");
+            continue;
+        }
+
+        to = v + 4;
+
+        /* the member and the comma before it, or the one after it */
+
+        for (b = q; b > p && (b[-1] == ' ' || b[-1] == '\t'); b--) {
+            /* void */
+        }
+
+        if (b > p && b[-1] == ',') {
+            from = b - 1;
+
+        } else {
+            from = q;
+            to = llmr_skip_space(to, end);
+
+            if (to < end && *to == ',') {
+                to = llmr_skip_space(to + 1, end);
+            }
+        }
+
+        memcpy(o, p, from - p);
+        o += from - p;
+        p = to;
+
+        q = llmr_find(p, end, "\"usage\":");
+    }
+
+    memcpy(o, p, end - p);
+    o += end - p;
+
+    return o - out;
 }

@@ -16,12 +16,21 @@
 static llmr_keywords_t  kw;
 
 
+#define CHAT       (&llmr_dialects[LLMR_API_CHAT])
+#define MESSAGES   (&llmr_dialects[LLMR_API_MESSAGES])
+#define RESPONSES  (&llmr_dialects[LLMR_API_RESPONSES])
+
+#define PROMPT(u)      ((u).tokens[LLMR_USAGE_PROMPT])
+#define COMPLETION(u)  ((u).tokens[LLMR_USAGE_COMPLETION])
+
+
 static int
-parse(llmr_request_t *rq, const char *body, size_t chunk, unsigned history)
+parse_api(llmr_request_t *rq, const llmr_dialect_t *d, const char *body,
+    size_t chunk, unsigned history)
 {
     size_t  len, off, n;
 
-    if (llmr_request_init(rq, &kw, history) != LLMR_OK) {
+    if (llmr_request_init(rq, d, &kw, history) != LLMR_OK) {
         return LLMR_ERROR;
     }
 
@@ -45,6 +54,13 @@ parse(llmr_request_t *rq, const char *body, size_t chunk, unsigned history)
 }
 
 
+static int
+parse(llmr_request_t *rq, const char *body, size_t chunk, unsigned history)
+{
+    return parse_api(rq, CHAT, body, chunk, history);
+}
+
+
 static void
 parse_into(llmr_request_t *rq, const char *body, size_t chunk)
 {
@@ -65,38 +81,60 @@ parse_into(llmr_request_t *rq, const char *body, size_t chunk)
 /* the body the provider gets, built from the splice the core returns */
 
 static char *
-rewrite(const char *body, const char *upstream, size_t chunk)
+rewrite_api(const llmr_dialect_t *d, const char *body, const char *upstream,
+    size_t chunk)
 {
-    char            *out;
-    size_t           len, n;
-    uint64_t         start, end;
+    char            *out, *o;
+    size_t           len, n, at;
+    unsigned         i, k;
     llmr_str_t       up;
-    unsigned char    repl[512], *last;
+    llmr_edit_t      edits[LLMR_EDITS_MAX];
+    unsigned char    repl[512];
     llmr_request_t   rq;
 
-    if (parse(&rq, body, chunk, 6) != LLMR_OK) {
+    if (parse_api(&rq, d, body, chunk, 6) != LLMR_OK) {
         return NULL;
     }
 
     up.data = (const unsigned char *) upstream;
     up.len = strlen(upstream);
 
-    last = llmr_rewrite(&rq.f, &up, repl, &start, &end);
-    n = last - repl;
+    k = llmr_rewrite(&rq.f, &up, repl, edits);
 
-    if (n != llmr_rewrite_size(&rq.f, up.len)) {
+    for (n = 0, i = 0; i < k; i++) {
+        n += edits[i].len;
+    }
+
+    if (n > llmr_rewrite_size(&rq.f, up.len)
+        || (k == 2 && edits[0].end > edits[1].start))
+    {
         return NULL;
     }
 
     len = strlen(body);
     out = malloc(len + n + 1);
+    o = out;
+    at = 0;
 
-    memcpy(out, body, start);
-    memcpy(out + start, repl, n);
-    memcpy(out + start + n, body + end, len - end);
-    out[len - (end - start) + n] = '\0';
+    for (i = 0; i < k; i++) {
+        memcpy(o, body + at, edits[i].start - at);
+        o += edits[i].start - at;
+        memcpy(o, edits[i].data, edits[i].len);
+        o += edits[i].len;
+        at = edits[i].end;
+    }
+
+    memcpy(o, body + at, len - at);
+    o[len - at] = '\0';
 
     return out;
+}
+
+
+static char *
+rewrite(const char *body, const char *upstream, size_t chunk)
+{
+    return rewrite_api(CHAT, body, upstream, chunk);
 }
 
 
@@ -294,9 +332,9 @@ test_rewrite(void)
 
     check("{\"model\":\"m\",\"stream\":true,\"stream_options\":{},"
           "\"messages\":[{}]}",
-          "{\"model\":\"gpt-x\",\"stream\":true,\"stream_options\":{},"
-          "\"messages\":[{}]}",
-          "rewrite: client stream options kept");
+          "{\"model\":\"gpt-x\",\"stream\":true,\"stream_options\":"
+          "{\"include_usage\":true},\"messages\":[{}]}",
+          "rewrite: client stream options ask for usage");
 
     check("{\"model\":\"m\",\"stream\":false,\"messages\":[{}]}",
           "{\"model\":\"gpt-x\",\"stream\":false,\"messages\":[{}]}",
@@ -443,6 +481,7 @@ test_money(void)
     size_t          n;
     uint64_t        price;
     llmr_model_t    models[2];
+    llmr_tokens_t   t;
     unsigned char   buf[LLMR_USD_MAX];
 
 #define price_ok(text)                                                        \
@@ -484,7 +523,11 @@ test_money(void)
     tap_is(llmr_model_find(models, 2, (const unsigned char *) "gpt-4", 5),
            -1, "model: unknown");
 
-    tap_is(llmr_cost(&models[0], 9, 17), 11550000, "cost: 9 in, 17 out");
+    memset(&t, 0, sizeof(llmr_tokens_t));
+    t.prompt = 9;
+    t.completion = 17;
+    llmr_model_prices(&models[0], CHAT, 0, 0);
+    tap_is(llmr_cost(&models[0], &t), 11550000, "cost: 9 in, 17 out");
 
     n = llmr_usd_format(buf, 11550000);
     tap_is_str((char *) buf, n, "0.00001155", "usd: small");
@@ -502,7 +545,7 @@ usage(llmr_usage_t *u, int sse, const char *text, size_t chunk)
 {
     size_t  len, off, n;
 
-    llmr_usage_init(u, sse);
+    llmr_usage_init(u, CHAT, sse);
 
     len = strlen(text);
 
@@ -516,9 +559,10 @@ usage(llmr_usage_t *u, int sse, const char *text, size_t chunk)
 static void
 test_usage(void)
 {
-    size_t         chunk;
-    llmr_usage_t   u;
-    const char    *text;
+    size_t          chunk;
+    llmr_usage_t    u;
+    llmr_tokens_t   t;
+    const char     *text;
 
     text = "{\"id\":\"x\",\"choices\":[{\"message\":{\"content\":\"Hi "
            "\\\"usage\\\": you\"}}],\"usage\":{\"prompt_tokens\":12,"
@@ -527,7 +571,7 @@ test_usage(void)
     for (chunk = 0; chunk < 5; chunk++) {
         usage(&u, 0, text, chunk);
 
-        if (u.prompt_tokens != 12 || u.completion_tokens != 7) {
+        if (PROMPT(u) != 12 || COMPLETION(u) != 7) {
             break;
         }
     }
@@ -544,7 +588,7 @@ test_usage(void)
     for (chunk = 0; chunk < 7; chunk++) {
         usage(&u, 1, text, chunk);
 
-        if (u.prompt_tokens != 5 || u.completion_tokens != 3) {
+        if (PROMPT(u) != 5 || COMPLETION(u) != 3) {
             break;
         }
     }
@@ -554,23 +598,23 @@ test_usage(void)
 
     usage(&u, 1, "data: {\"choices\":[{\"delta\":{\"content\":\"abcdefgh\"}}]}"
                  "\n\ndata: [DONE]\n\n", 0);
-    tap_is(u.prompt_tokens, -1, "usage: SSE without usage");
+    tap_is(PROMPT(u), -1, "usage: SSE without usage");
     tap_is(llmr_usage_content_tokens(&u), 2, "usage: content estimate");
 
     usage(&u, 0, "{\"x\":{\"usage\":{\"prompt_tokens\":1,"
                  "\"completion_tokens\":2}}}", 0);
-    tap_is(u.prompt_tokens, -1, "usage: only at the top level");
+    tap_is(PROMPT(u), -1, "usage: only at the top level");
 
     usage(&u, 0, "{\"usage\":{\"input_tokens\":4,\"output_tokens\":6}}", 0);
-    tap_is(u.prompt_tokens == 4 && u.completion_tokens == 6, 1,
+    tap_is(PROMPT(u) == 4 && COMPLETION(u) == 6, 1,
            "usage: input and output tokens");
 
     usage(&u, 0, "{\"usage\":{\"prompt_tokens\":4}}", 0);
-    tap_is(u.prompt_tokens, -1, "usage: incomplete usage is ignored");
+    tap_is(llmr_usage_tokens(&u, &t), 0, "usage: incomplete usage is ignored");
 
     usage(&u, 1, "event: x\n: comment\ndata: {\"usage\":{\"prompt_tokens\":"
                  "99999999999999,\"completion_tokens\":1}}\n", 0);
-    tap_is(u.prompt_tokens, 1000000000, "usage: numbers are bounded");
+    tap_is(PROMPT(u), 1000000000, "usage: numbers are bounded");
 }
 
 
@@ -623,7 +667,7 @@ features_of(const char *text, collected_t *c)
 
     memset(c, 0, sizeof(collected_t));
 
-    if (llmr_request_init(&rq, NULL, 6) != LLMR_OK) {
+    if (llmr_request_init(&rq, CHAT, NULL, 6) != LLMR_OK) {
         return LLMR_ERROR;
     }
 
@@ -728,7 +772,7 @@ test_classifier(void)
 
     /* the score, and the same sum taken over the collected features */
 
-    llmr_request_init(&rq, NULL, 6);
+    llmr_request_init(&rq, CHAT, NULL, 6);
     rq.classifier = &c;
     rq.feature = collect;
     rq.feature_data = &col;
@@ -759,7 +803,7 @@ test_classifier(void)
     for (chunk = 1; chunk < 7; chunk++) {
         llmr_request_t  r2;
 
-        llmr_request_init(&r2, NULL, 6);
+        llmr_request_init(&r2, CHAT, NULL, 6);
         r2.classifier = &c;
         parse_into(&r2, body, chunk);
 
@@ -804,7 +848,7 @@ verdict(llmr_criteria_t *c, const char *answer, int sse, char *content)
     llmr_answer_t   a;
     unsigned char   buf[512];
 
-    llmr_answer_init(&a, c, buf, sizeof(buf));
+    llmr_answer_init(&a, CHAT, c, buf, sizeof(buf));
     v = llmr_answer_check(&a, (const unsigned char *) answer, strlen(answer),
                           sse);
 
@@ -920,11 +964,12 @@ triage_body(llmr_request_t *rq, const char *body, size_t chunk,
     llmr_capture_t  c;
     unsigned char  *end;
 
-    llmr_request_init(rq, &kw, 6);
+    llmr_request_init(rq, CHAT, &kw, 6);
     llmr_capture_init(&c, buf, slot, slots);
     rq->capture = &c;
     parse_into(rq, body, chunk);
 
+    t.dialect = CHAT;
     t.model.data = (const unsigned char *) "nano";
     t.model.len = 4;
     t.prompt.data = (const unsigned char *) "Judge \"it\".";

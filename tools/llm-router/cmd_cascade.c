@@ -139,7 +139,9 @@ lr_cmd_cascade(int argc, char **argv)
         cc.refuse.text = content;
         cc.require.text = content;
 
-        llmr_answer_init(&a, &c, content, size - 1);
+        /* the answer is read in the dialect of its request */
+
+        llmr_answer_init(&a, row.dialect, &c, content, size - 1);
         v = llmr_answer_check(&a, answer.data, answer.len, 0);
 
         rows++;

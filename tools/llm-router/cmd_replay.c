@@ -2,10 +2,10 @@
 /*
  * Copyright (C) the ngx_http_llm_router_module authors
  *
- * llm-router replay: a log of chat requests POSTed to a URL, a number
- * at a time (libcurl's multi interface), and a summary of the answers.
- * A location with llm_router_explain answers each with its decision
- * record; those are tallied: models, rules, cost and score.
+ * llm-router replay: a log of requests POSTed to a URL, a number at a
+ * time (libcurl's multi interface), and a summary of the answers.  A
+ * location with llm_router_explain answers each with its decision
+ * record; those are tallied: APIs, models, rules, cost and score.
  */
 
 
@@ -33,6 +33,12 @@ typedef struct {
 } lr_tallies_t;
 
 typedef struct {
+    unsigned char     *data;
+    size_t             len;
+    const char        *url;                 /* that of its dialect */
+} lr_body_t;
+
+typedef struct {
     CURL              *easy;
     unsigned char     *answer;
     size_t             len;
@@ -46,7 +52,10 @@ typedef struct {
     unsigned           concurrency;
     uint64_t           limit;
 
-    llmr_str_t        *bodies;
+    /* the URL for the bodies of each dialect */
+    char              *urls[LLMR_APIS];
+
+    lr_body_t         *bodies;
     size_t             n;
     size_t             size;
 
@@ -56,6 +65,7 @@ typedef struct {
     size_t             status[LR_STATUS_MAX];      /* 0: any other */
     size_t             decisions;
     size_t             forwarded;
+    lr_tallies_t       apis;
     lr_tallies_t       models;
     lr_tallies_t       rules;
     double             cost;
@@ -69,14 +79,16 @@ static int lr_replay_options(lr_replay_t *r, int argc, char **argv);
 static int lr_headers(lr_replay_t *r, const lr_list_t *headers, int typed);
 static int lr_header_add(lr_replay_t *r, const char *header);
 static int lr_replay(lr_replay_t *r);
+static int lr_replay_urls(lr_replay_t *r);
 static int lr_replay_load(lr_replay_t *r);
-static int lr_body_add(lr_replay_t *r, const llmr_str_t *body);
-static int lr_body(const lr_input_t *in, llmr_str_t *body, char *err,
-    size_t errlen);
+static int lr_body_add(lr_replay_t *r, const llmr_str_t *body,
+    const char *url);
+static int lr_body(const lr_input_t *in, llmr_str_t *body,
+    const llmr_dialect_t **d, char *err, size_t errlen);
 static int lr_replay_run(lr_replay_t *r);
 static int lr_transfer_init(lr_transfer_t *t, const lr_replay_t *r);
 static int lr_transfer_start(CURLM *multi, lr_transfer_t *t,
-    const llmr_str_t *body);
+    const lr_body_t *body);
 static size_t lr_answer_write(char *p, size_t size, size_t n, void *data);
 static int lr_replay_done(lr_replay_t *r, lr_transfer_t *t,
     CURLcode result);
@@ -211,6 +223,11 @@ lr_replay(lr_replay_t *r)
 {
     int  rc;
 
+    if (lr_replay_urls(r) != LLMR_OK) {
+        lr_error("out of memory");
+        return LR_EXIT_FAILURE;
+    }
+
     if (lr_replay_load(r) != LLMR_OK) {
         return LR_EXIT_FAILURE;
     }
@@ -240,15 +257,63 @@ lr_replay(lr_replay_t *r)
 }
 
 
+/*
+ * A URL whose path ends as a dialect's ("/v1/chat/completions") is an
+ * API's, which nginx reads by the path with llm_router_api auto: each
+ * body goes to the path of its own dialect ("/v1/messages").  Any other
+ * URL, as a location of one dialect, takes every body as it is.
+ */
+
+static int
+lr_replay_urls(lr_replay_t *r)
+{
+    char                    *url;
+    size_t                   prefix;
+    unsigned                 i;
+    const char              *host, *path, *query;
+    const llmr_str_t        *end;
+    const llmr_dialect_t    *d;
+    static const llmr_str_t  none = { 0, (const unsigned char *) "" };
+
+    host = strstr(r->url, "://");
+    host = host ? host + 3 : r->url;
+    path = host + strcspn(host, "/?#");
+    query = path + strcspn(path, "?#");
+
+    d = llmr_dialect_of_path((const unsigned char *) path,
+                             (size_t) (query - path));
+
+    prefix = (size_t) (query - r->url) - (d ? d->path.len : 0);
+
+    for (i = 0; i < LLMR_APIS; i++) {
+        end = d ? &llmr_dialects[i].path : &none;
+
+        url = malloc(prefix + end->len + strlen(query) + 1);
+        if (url == NULL) {
+            return LLMR_ERROR;
+        }
+
+        memcpy(url, r->url, prefix);
+        memcpy(url + prefix, end->data, end->len);
+        strcpy(url + prefix + end->len, query);
+
+        r->urls[i] = url;
+    }
+
+    return LLMR_OK;
+}
+
+
 /* every line is checked before the first request is sent */
 
 static int
 lr_replay_load(lr_replay_t *r)
 {
-    int           rc;
-    char          err[LLMR_ERROR_MAX];
-    lr_input_t    in;
-    llmr_str_t    body;
+    int                    rc;
+    char                   err[LLMR_ERROR_MAX];
+    lr_input_t             in;
+    llmr_str_t             body;
+    const llmr_dialect_t  *d;
 
     if (lr_input_open(&in, r->log) != LLMR_OK) {
         return LLMR_ERROR;
@@ -258,13 +323,13 @@ lr_replay_load(lr_replay_t *r)
 
     while (r->n < r->limit && (rc = lr_input_next(&in)) == LLMR_OK) {
 
-        if (lr_body(&in, &body, err, sizeof(err)) != LLMR_OK) {
+        if (lr_body(&in, &body, &d, err, sizeof(err)) != LLMR_OK) {
             lr_input_error(&in, "%s", err);
             rc = LLMR_ERROR;
             break;
         }
 
-        if (lr_body_add(r, &body) != LLMR_OK) {
+        if (lr_body_add(r, &body, r->urls[d->api]) != LLMR_OK) {
             lr_error("out of memory");
             rc = LLMR_ERROR;
             break;
@@ -283,16 +348,16 @@ lr_replay_load(lr_replay_t *r)
 
 
 static int
-lr_body_add(lr_replay_t *r, const llmr_str_t *body)
+lr_body_add(lr_replay_t *r, const llmr_str_t *body, const char *url)
 {
     size_t          size;
-    llmr_str_t     *bodies;
+    lr_body_t      *bodies;
     unsigned char  *p;
 
     if (r->n == r->size) {
         size = r->size ? 2 * r->size : 256;
 
-        bodies = realloc(r->bodies, size * sizeof(llmr_str_t));
+        bodies = realloc(r->bodies, size * sizeof(lr_body_t));
         if (bodies == NULL) {
             return LLMR_ERROR;
         }
@@ -310,16 +375,18 @@ lr_body_add(lr_replay_t *r, const llmr_str_t *body)
 
     r->bodies[r->n].data = p;
     r->bodies[r->n].len = body->len;
+    r->bodies[r->n].url = url;
     r->n++;
 
     return LLMR_OK;
 }
 
 
-/* a chat body, or a line that has one as its "request" */
+/* a request body, or a line that has one as its "request" */
 
 static int
-lr_body(const lr_input_t *in, llmr_str_t *body, char *err, size_t errlen)
+lr_body(const lr_input_t *in, llmr_str_t *body, const llmr_dialect_t **d,
+    char *err, size_t errlen)
 {
     double       score;
     lr_record_t  rec;
@@ -343,7 +410,11 @@ lr_body(const lr_input_t *in, llmr_str_t *body, char *err, size_t errlen)
         body->len = in->len;
     }
 
-    return lr_request_check(body, 0, NULL, &score, err, errlen);
+    if (lr_record_dialect(&rec, d, err, errlen) != LLMR_OK) {
+        return LLMR_ERROR;
+    }
+
+    return lr_request_check(body, *d, 0, NULL, &score, err, errlen);
 }
 
 
@@ -451,9 +522,8 @@ lr_transfer_init(lr_transfer_t *t, const lr_replay_t *r)
         return LLMR_ERROR;
     }
 
-    if (curl_easy_setopt(t->easy, CURLOPT_URL, r->url) != CURLE_OK
-        || curl_easy_setopt(t->easy, CURLOPT_HTTPHEADER, r->headers)
-           != CURLE_OK
+    if (curl_easy_setopt(t->easy, CURLOPT_HTTPHEADER, r->headers)
+        != CURLE_OK
         || curl_easy_setopt(t->easy, CURLOPT_WRITEFUNCTION, lr_answer_write)
            != CURLE_OK
         || curl_easy_setopt(t->easy, CURLOPT_WRITEDATA, t) != CURLE_OK
@@ -470,14 +540,15 @@ lr_transfer_init(lr_transfer_t *t, const lr_replay_t *r)
 
 
 static int
-lr_transfer_start(CURLM *multi, lr_transfer_t *t, const llmr_str_t *body)
+lr_transfer_start(CURLM *multi, lr_transfer_t *t, const lr_body_t *body)
 {
     t->len = 0;
     t->error[0] = '\0';
 
-    if (curl_easy_setopt(t->easy, CURLOPT_POSTFIELDSIZE_LARGE,
-                         (curl_off_t) body->len)
-        != CURLE_OK
+    if (curl_easy_setopt(t->easy, CURLOPT_URL, body->url) != CURLE_OK
+        || curl_easy_setopt(t->easy, CURLOPT_POSTFIELDSIZE_LARGE,
+                            (curl_off_t) body->len)
+           != CURLE_OK
         || curl_easy_setopt(t->easy, CURLOPT_POSTFIELDS, body->data)
            != CURLE_OK
         || curl_multi_add_handle(multi, t->easy) != CURLM_OK)
@@ -549,6 +620,7 @@ lr_decision_add(lr_replay_t *r, lr_transfer_t *t)
 {
     int                  rc;
     yajl_val             root, model, rule, v;
+    static const char   *api_path[] = { "api", NULL };
     static const char   *model_path[] = { "model", NULL };
     static const char   *rule_path[] = { "rule", NULL };
     static const char   *cost_path[] = { "est_cost_usd", NULL };
@@ -568,8 +640,15 @@ lr_decision_add(lr_replay_t *r, lr_transfer_t *t)
     r->decisions++;
 
     rule = yajl_tree_get(root, rule_path, yajl_t_string);
+    v = yajl_tree_get(root, api_path, yajl_t_string);
 
-    rc = lr_tally(&r->models, YAJL_GET_STRING(model));
+    /* records of a module older than the dialects have no "api" */
+
+    rc = v ? lr_tally(&r->apis, YAJL_GET_STRING(v)) : LLMR_OK;
+
+    if (rc == LLMR_OK) {
+        rc = lr_tally(&r->models, YAJL_GET_STRING(model));
+    }
 
     if (rc == LLMR_OK) {
         rc = lr_tally(&r->rules, rule ? YAJL_GET_STRING(rule) : "(none)");
@@ -699,6 +778,7 @@ lr_replay_print(lr_replay_t *r)
 
     printf("decisions %zu, forwarded %zu\n", r->decisions, r->forwarded);
 
+    lr_tallies_print(&r->apis, "api", r->decisions);
     lr_tallies_print(&r->models, "model", r->decisions);
     lr_tallies_print(&r->rules, "rule", 0);
 
@@ -720,11 +800,16 @@ lr_replay_free(lr_replay_t *r)
     size_t  i;
 
     for (i = 0; i < r->n; i++) {
-        free((unsigned char *) r->bodies[i].data);
+        free(r->bodies[i].data);
+    }
+
+    for (i = 0; i < LLMR_APIS; i++) {
+        free(r->urls[i]);
     }
 
     free(r->bodies);
     curl_slist_free_all(r->headers);
+    lr_tallies_free(&r->apis);
     lr_tallies_free(&r->models);
     lr_tallies_free(&r->rules);
 }

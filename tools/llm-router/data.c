@@ -68,7 +68,8 @@ lr_row_fill(const lr_record_t *rec, const lr_read_t *how, lr_row_t *row,
     row->score = -1;
 
     if (lr_record_object(rec, LR_FIELD_REQUEST, &body, err, errlen)
-        != LLMR_OK)
+        != LLMR_OK
+        || lr_record_dialect(rec, &row->dialect, err, errlen) != LLMR_OK)
     {
         return LLMR_ERROR;
     }
@@ -93,11 +94,12 @@ lr_row_fill(const lr_record_t *rec, const lr_read_t *how, lr_row_t *row,
     }
 
     if (!(how->need & LR_VECTORIZE)) {
-        return lr_request_check(&body, how->history, how->classifier,
-                                &row->score, err, errlen);
+        return lr_request_check(&body, row->dialect, how->history,
+                                how->classifier, &row->score, err, errlen);
     }
 
-    rc = lr_vectorize(body.data, body.len, how->history, ex, err, errlen);
+    rc = lr_vectorize(body.data, body.len, row->dialect, how->history, ex,
+                      err, errlen);
 
     ex->label = (float) label;
     ex->weight = (float) weight;

@@ -58,7 +58,7 @@ static const yajl_callbacks  lr_callbacks = {
 
 static const char  *lr_field_names[LR_FIELD_MAX] = {
     "id", "request", "label", "weight", "weak_correct", "strong_correct",
-    "answer"
+    "answer", "api"
 };
 
 
@@ -458,4 +458,36 @@ lr_record_bool(const lr_record_t *rec, unsigned field, int required,
              lr_field_names[field]);
 
     return LLMR_ERROR;
+}
+
+
+/*
+ * The dialect of the line's request and answer: its "api", or --api
+ * where it has none (or null, as the log has for a request not read).
+ */
+
+int
+lr_record_dialect(const lr_record_t *rec, const llmr_dialect_t **d,
+    char *err, size_t errlen)
+{
+    const llmr_str_t  *f;
+
+    f = &rec->field[LR_FIELD_API];
+
+    if (f->data == NULL || (f->len == 4 && memcmp(f->data, "null", 4) == 0)) {
+        *d = lr_api;
+        return LLMR_OK;
+    }
+
+    /* the raw string, quotes included */
+
+    *d = (f->len > 2 && f->data[0] == '"')
+         ? llmr_dialect_find(f->data + 1, f->len - 2) : NULL;
+
+    if (*d == NULL) {
+        snprintf(err, errlen, "\"api\" must be " LR_API_NAMES);
+        return LLMR_ERROR;
+    }
+
+    return LLMR_OK;
 }

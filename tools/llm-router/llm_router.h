@@ -43,11 +43,12 @@ typedef struct {
 
 
 /*
- * Turns a chat request body into an example's features: the same parse
- * pass, hashes and weights as the scoring inside nginx.
+ * Turns a request body of a dialect into an example's features: the
+ * same parse pass, hashes and weights as the scoring inside nginx.
  */
-int lr_vectorize(const unsigned char *body, size_t len, unsigned history,
-    lr_example_t *ex, char *err, size_t errlen);
+int lr_vectorize(const unsigned char *body, size_t len,
+    const llmr_dialect_t *d, unsigned history, lr_example_t *ex, char *err,
+    size_t errlen);
 void lr_example_free(lr_example_t *ex);
 
 /* fits weights (1 << bits of them) and bias; returns the mean log loss */
@@ -81,6 +82,13 @@ void lr_error(const char *fmt, ...);
 void lr_usage(FILE *out);
 
 
+/* the dialect of a request whose record does not name one: --api */
+
+#define LR_API_NAMES  "\"chat\", \"messages\" or \"responses\""
+
+extern const llmr_dialect_t  *lr_api;
+
+
 /* options: "--name value", "--name=value", or "--name" for a flag */
 
 typedef enum {
@@ -89,7 +97,8 @@ typedef enum {
     LR_OPT_UINT64,                      /* uint64_t, from min */
     LR_OPT_DOUBLE,                      /* double, from min to max */
     LR_OPT_STRING,                      /* const char * */
-    LR_OPT_LIST                         /* lr_list_t, may repeat */
+    LR_OPT_LIST,                        /* lr_list_t, may repeat */
+    LR_OPT_API                          /* const llmr_dialect_t *, by name */
 } lr_opt_type_e;
 
 typedef struct {
@@ -118,7 +127,8 @@ typedef struct {
 
 /*
  * Moves the arguments that are not options to the front of argv;
- * returns their number, or -1 after a message for the usage.
+ * returns their number, or -1 after a message for the usage.  Every
+ * command takes --api too.
  */
 int lr_options_parse(int argc, char **argv, const lr_option_t *opts,
     size_t nopts);
@@ -151,6 +161,7 @@ enum {
     LR_FIELD_WEAK,
     LR_FIELD_STRONG,
     LR_FIELD_ANSWER,
+    LR_FIELD_API,
     LR_FIELD_MAX
 };
 
@@ -166,6 +177,8 @@ int lr_record_number(const lr_record_t *rec, unsigned field, int required,
     double max, double *value, char *err, size_t errlen);
 int lr_record_bool(const lr_record_t *rec, unsigned field, int required,
     unsigned *value, char *err, size_t errlen);
+int lr_record_dialect(const lr_record_t *rec, const llmr_dialect_t **d,
+    char *err, size_t errlen);
 
 
 /* a model file, loaded as nginx loads it, and the score nginx computes */
@@ -179,9 +192,9 @@ int lr_model_load(lr_model_t *m, const char *path);
 void lr_model_free(lr_model_t *m);
 int lr_model_write(const char *path, unsigned bits, unsigned history,
     float bias, const float *weights);
-int lr_request_check(const llmr_str_t *body, unsigned history,
-    const llmr_classifier_t *classifier, double *score, char *err,
-    size_t errlen);
+int lr_request_check(const llmr_str_t *body, const llmr_dialect_t *d,
+    unsigned history, const llmr_classifier_t *classifier, double *score,
+    char *err, size_t errlen);
 
 
 /* rows of data: what the subcommands need of each line */
@@ -199,12 +212,13 @@ typedef struct {
 } lr_read_t;
 
 typedef struct {
-    double            score;
-    uint64_t          key;              /* of the id, or the line number */
-    unsigned          fold;
-    unsigned          outcomes:1;
-    unsigned          weak:1;
-    unsigned          strong:1;
+    double                 score;
+    const llmr_dialect_t  *dialect;     /* of its request and answer */
+    uint64_t               key;         /* of the id, or the line number */
+    unsigned               fold;
+    unsigned               outcomes:1;
+    unsigned               weak:1;
+    unsigned               strong:1;
 } lr_row_t;
 
 typedef struct {

@@ -31,6 +31,15 @@ static void lr_option_error(const char *cmd, const lr_option_t *o,
     const char *value);
 
 
+const llmr_dialect_t  *lr_api = &llmr_dialects[LLMR_API_CHAT];
+
+/* the options every command takes, after its own */
+
+static const lr_option_t  lr_global_options[] = {
+    { "api", LR_OPT_API, &lr_api, 0, 0 }
+};
+
+
 static const lr_command_t  lr_commands[] = {
     { "train", lr_cmd_train },
     { "score", lr_cmd_score },
@@ -117,24 +126,32 @@ lr_usage(FILE *out)
 "      right\n"
 "  replay --url URL [--concurrency N] [--header 'K: V' ...] [--limit N]\n"
 "        LOG.jsonl\n"
-"      POST chat bodies (or the \"request\" of each line) to URL and\n"
-"      summarise the answers: statuses, and the decisions of an\n"
-"      llm_router_explain location\n"
+"      POST request bodies (or the \"request\" of each line) to URL and\n"
+"      summarise the answers: statuses, and the APIs, models and rules\n"
+"      of an llm_router_explain location.  When the path of URL ends as\n"
+"      an API's does (/chat/completions, /messages, /responses), a body\n"
+"      goes to the path of its own API (for llm_router_api auto); any\n"
+"      other URL gets every body as it is\n"
 "  cascade [--pattern RE ...] [--require RE ...] [--min-length N]\n"
 "        [--json] DATA.jsonl\n"
 "      escalation on outcome lines that also hold \"answer\", the weak\n"
-"      model's chat.completion: the checks of llm_router_escalate (and\n"
-"      its _pattern, _require, _min_length), the strong-call share,\n"
-"      quality and PGR\n"
-"  help\n",
+"      model's answer (a chat.completion, a message or a response): the\n"
+"      checks of llm_router_escalate (and its _pattern, _require,\n"
+"      _min_length), the strong-call share, quality and PGR\n"
+"  help\n"
+"\n"
+"Every command takes --api chat|messages|responses, the API (OpenAI Chat\n"
+"Completions, Anthropic Messages, OpenAI Responses) of the requests and\n"
+"answers of lines without an \"api\" field like $llm_router_log's.\n",
           out);
 
     fprintf(out, "\nDefaults: --bits %u, --epochs %u, --rate %g, --l2 %g, "
             "--history %u\n(as llm_router_history; the model keeps it "
             "for score, calibrate, eval\nand nginx), --seed %llu, "
-            "--holdout %g, --concurrency %u.\n", def.bits, def.epochs,
-            def.rate, def.l2, def.history, (unsigned long long) def.seed,
-            LR_HOLDOUT_DEFAULT, LR_CONCURRENCY_DEFAULT);
+            "--holdout %g, --concurrency %u, --api chat.\n", def.bits,
+            def.epochs, def.rate, def.l2, def.history,
+            (unsigned long long) def.seed, LR_HOLDOUT_DEFAULT,
+            LR_CONCURRENCY_DEFAULT);
 }
 
 
@@ -188,8 +205,16 @@ lr_options_parse(int argc, char **argv, const lr_option_t *opts,
         eq = strchr(name, '=');
         len = eq ? (size_t) (eq - name) : strlen(name);
 
-        o = (argv[i][1] == '-') ? lr_option_find(opts, nopts, name, len)
-                                : NULL;
+        o = NULL;
+
+        if (argv[i][1] == '-') {
+            o = lr_option_find(opts, nopts, name, len);
+
+            if (o == NULL) {
+                o = lr_option_find(lr_global_options,
+                                   lr_nelts(lr_global_options), name, len);
+            }
+        }
 
         if (o == NULL) {
             lr_error("%s: unknown option \"%.*s\"", cmd,
@@ -249,14 +274,25 @@ lr_option_find(const lr_option_t *opts, size_t nopts, const char *name,
 static int
 lr_option_set(const lr_option_t *o, const char *value)
 {
-    double       number;
-    lr_list_t   *list;
-    const char **items;
+    double                 number;
+    lr_list_t             *list;
+    const char           **items;
+    const llmr_dialect_t  *d;
 
     switch (o->type) {
 
     case LR_OPT_STRING:
         *(const char **) o->value = value;
+        return LLMR_OK;
+
+    case LR_OPT_API:
+        d = llmr_dialect_find((const unsigned char *) value, strlen(value));
+
+        if (d == NULL) {
+            return LLMR_ERROR;
+        }
+
+        *(const llmr_dialect_t **) o->value = d;
         return LLMR_OK;
 
     case LR_OPT_LIST:
@@ -337,6 +373,12 @@ lr_option_error(const char *cmd, const lr_option_t *o, const char *value)
 
     if (o->type == LR_OPT_LIST) {
         lr_error("out of memory");
+        return;
+    }
+
+    if (o->type == LR_OPT_API) {
+        lr_error("%s: --%s \"%s\": " LR_API_NAMES " expected", cmd,
+                 o->name, value);
         return;
     }
 

@@ -190,19 +190,19 @@ lr_file_write(const char *path, const unsigned char *p, size_t len)
 
 
 /*
- * A request through the core as nginx parses it: the core's error, or
- * the score (-1 without a classifier).
+ * A request through the core as nginx parses it in its dialect: the
+ * core's error, or the score (-1 without a classifier).
  */
 
 int
-lr_request_check(const llmr_str_t *body, unsigned history,
-    const llmr_classifier_t *classifier, double *score, char *err,
-    size_t errlen)
+lr_request_check(const llmr_str_t *body, const llmr_dialect_t *d,
+    unsigned history, const llmr_classifier_t *classifier, double *score,
+    char *err, size_t errlen)
 {
     int             rc;
     llmr_request_t  rq;
 
-    if (llmr_request_init(&rq, NULL, history) != LLMR_OK) {
+    if (llmr_request_init(&rq, d, NULL, history) != LLMR_OK) {
         snprintf(err, errlen, "out of memory");
         return LLMR_ERROR;
     }

@@ -76,8 +76,8 @@ lr_feature_cmp(const void *one, const void *two)
 
 
 int
-lr_vectorize(const unsigned char *body, size_t len, unsigned history,
-    lr_example_t *ex, char *err, size_t errlen)
+lr_vectorize(const unsigned char *body, size_t len, const llmr_dialect_t *d,
+    unsigned history, lr_example_t *ex, char *err, size_t errlen)
 {
     int              rc;
     size_t           i, k, text;
@@ -89,7 +89,7 @@ lr_vectorize(const unsigned char *body, size_t len, unsigned history,
     memset(ex, 0, sizeof(lr_example_t));
 
     rq = malloc(sizeof(llmr_request_t));
-    if (rq == NULL || llmr_request_init(rq, NULL, history) != LLMR_OK) {
+    if (rq == NULL || llmr_request_init(rq, d, NULL, history) != LLMR_OK) {
         free(rq);
         snprintf(err, errlen, "out of memory");
         return LLMR_ERROR;
