@@ -13,7 +13,7 @@ use warnings;
 use Test::More;
 use LLMRouterTest qw(route_of json_encode json_decode usd bytes_is);
 
-plan tests => 51;
+plan tests => 54;
 
 my $t = LLMRouterTest->new;
 $t->mock('mini', key => 'sk-mini');
@@ -90,6 +90,21 @@ server {
     location = /mixed/v1/messages {
         llm_router on;
         llm_router_default mini;
+        proxy_pass $llm_router_url;
+    }
+
+    # a small Messages model triages a Messages request
+    location = /triaged/v1/messages {
+        llm_router on;
+        llm_router_triage /_triage model=haiku cache=off;
+        llm_router_rule triaged triage=complex sonnet;
+        llm_router_default haiku;
+        proxy_pass $llm_router_url;
+    }
+
+    location = /_triage {
+        internal;
+        proxy_set_header X-Mock-Reply $http_x_triage;
         proxy_pass $llm_router_url;
     }
 
@@ -221,6 +236,18 @@ is_deeply [$r->{status}, $r->{json}{error}{type}, $r->{headers}{'x-should-retry'
 like $r->{json}{error}{message}, qr/"mini", which speaks the "chat" API, for a request of the "messages" API/,
      '  the error names both dialects';
 $t->next_record('llm.log');
+
+# triage by a Messages model, asked in its own dialect
+$before = () = $t->requests('claude');
+$r = post('/triaged/v1/messages', messages('why is the sky blue?', model => 'x'), 'X-Triage' => 'complex');
+$rec = $t->next_record('llm.log');
+my @asked = ($t->requests('claude'))[$before .. $before + 1];
+is_deeply [route_of($r), $rec->{triage}{verdict}, $rec->{triage_error}],
+          ['sonnet/triaged', 'complex', undef], 'triage: a Messages model judges in its dialect';
+is_deeply [map { s/ bytes=\d+$//r } @asked],
+          ['POST /v1/messages model=claude-haiku-4-5', 'POST /v1/messages model=claude-sonnet-4-5'],
+          '  the triage call and the answer, both Messages requests';
+ok $rec->{triage}{cost_usd} > 0, '  the triage call billed from its Anthropic usage';
 
 # ------------------------------------------------------------ Responses
 
