@@ -122,6 +122,9 @@ deps:
 
 test: deps
 	$(MAKE) all unit
+	@# the SDKs that t/96-sdk.t runs, when missing or older than the lock
+	test t/sdk/node_modules -nt t/sdk/package-lock.json \
+	    || { cd t/sdk && npm ci --no-audit --no-fund && touch node_modules; }
 	prove -I t/lib t/
 
 test-asan: deps
