@@ -36,6 +36,8 @@ static ngx_int_t ngx_http_llm_router_credentials(ngx_http_request_t *r,
 static ngx_int_t ngx_http_llm_router_push_header(ngx_pool_t *pool,
     ngx_list_t *list, ngx_str_t *name, ngx_str_t *value);
 static ngx_uint_t ngx_http_llm_router_client_header(ngx_table_elt_t *h);
+static ngx_int_t ngx_http_llm_router_same_dialect(ngx_http_request_t *r,
+    ngx_http_llm_router_ctx_t *ctx);
 static void ngx_http_llm_router_cleanup(void *data);
 
 
@@ -362,6 +364,11 @@ ngx_http_llm_router_decided(ngx_http_request_t *r,
     llcf = ngx_http_get_module_loc_conf(r, ngx_http_llm_router_module);
 
     if (llcf->explain) {
+        rc = ngx_http_llm_router_same_dialect(r, ctx);
+        if (rc != NGX_OK) {
+            return rc;
+        }
+
         /* nothing goes upstream: the body and headers stay as they are */
         ctx->routed = 1;
         return NGX_DECLINED;
@@ -419,7 +426,7 @@ ngx_http_llm_router_decide(ngx_http_request_t *r,
     models = lmcf->models.elts;
 
     if (llcf->pin && f->model_len && !f->model_truncated) {
-        i = llmr_model_find(lmcf->core_models, lmcf->models.nelts,
+        i = llmr_model_find(lmcf->core_models, lmcf->models.nelts, f->api,
                             f->model, f->model_len);
 
         if (i >= 0) {
@@ -511,42 +518,57 @@ ngx_http_llm_router_var_test(void *data, const llmr_cond_t *cond)
 
 
 /*
- * The request for ctx->model: its credentials, its "model" in the body.
  * A model of another dialect would not understand the body: nothing is
  * sent, and the client learns which models disagree.
  */
+
+static ngx_int_t
+ngx_http_llm_router_same_dialect(ngx_http_request_t *r,
+    ngx_http_llm_router_ctx_t *ctx)
+{
+    u_char  *p;
+
+    if (ctx->model->dialect == ctx->dialect) {
+        return NGX_OK;
+    }
+
+    ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                  "llm_router: model \"%V\" chosen by \"%V\" speaks the "
+                  "\"%V\" API, the request the \"%V\" API",
+                  &ctx->model->name, &ctx->rule, &ctx->model->dialect->name,
+                  &ctx->dialect->name);
+
+    p = ngx_pnalloc(r->pool, NGX_MAX_ERROR_STR);
+    if (p == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    ctx->error.data = p;
+    ctx->error.len = ngx_snprintf(p, NGX_MAX_ERROR_STR,
+                                  "the router chose model \"%V\" (rule "
+                                  "\"%V\"), which speaks the \"%V\" API, "
+                                  "for a request of the \"%V\" API",
+                                  &ctx->model->name, &ctx->rule,
+                                  &ctx->model->dialect->name,
+                                  &ctx->dialect->name)
+                     - p;
+    ctx->no_retry = 1;
+
+    return NGX_HTTP_INTERNAL_SERVER_ERROR;
+}
+
+
+/* the request for ctx->model: its credentials, its "model" in the body */
 
 ngx_int_t
 ngx_http_llm_router_prepare(ngx_http_request_t *r,
     ngx_http_llm_router_ctx_t *ctx)
 {
-    u_char     *p;
-    ngx_int_t   rc;
+    ngx_int_t  rc;
 
-    if (ctx->model->dialect != ctx->dialect) {
-        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
-                      "llm_router: model \"%V\" speaks the \"%V\" API, "
-                      "the request the \"%V\" API",
-                      &ctx->model->name, &ctx->model->dialect->name,
-                      &ctx->dialect->name);
-
-        p = ngx_pnalloc(r->pool, NGX_MAX_ERROR_STR);
-        if (p == NULL) {
-            return NGX_HTTP_INTERNAL_SERVER_ERROR;
-        }
-
-        ctx->error.data = p;
-        ctx->error.len = ngx_snprintf(p, NGX_MAX_ERROR_STR,
-                                      "the router chose model \"%V\", "
-                                      "which speaks the \"%V\" API, for "
-                                      "a request of the \"%V\" API",
-                                      &ctx->model->name,
-                                      &ctx->model->dialect->name,
-                                      &ctx->dialect->name)
-                         - p;
-        ctx->no_retry = 1;
-
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    rc = ngx_http_llm_router_same_dialect(r, ctx);
+    if (rc != NGX_OK) {
+        return rc;
     }
 
     rc = ngx_http_llm_router_credentials(r, ctx);

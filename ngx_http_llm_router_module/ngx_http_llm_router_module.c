@@ -1599,6 +1599,7 @@ ngx_http_llm_router_init_main_conf(ngx_conf_t *cf, void *conf)
         cm[i].name.len = model[i].name.len;
         cm[i].upstream.data = model[i].upstream.data;
         cm[i].upstream.len = model[i].upstream.len;
+        cm[i].api = model[i].dialect->api;
         cm[i].price_in = model[i].price_in;
         cm[i].price_out = model[i].price_out;
         cm[i].price_cached = model[i].price_cached;

@@ -13,7 +13,7 @@ use warnings;
 use Test::More;
 use LLMRouterTest qw(route_of json_encode json_decode usd bytes_is);
 
-plan tests => 54;
+plan tests => 56;
 
 my $t = LLMRouterTest->new;
 $t->mock('mini', key => 'sk-mini');
@@ -106,6 +106,11 @@ server {
         internal;
         proxy_set_header X-Mock-Reply $http_x_triage;
         proxy_pass $llm_router_url;
+    }
+
+    location = /explain/v1/messages {
+        llm_router_default mini;
+        llm_router_explain;
     }
 
     location = /status {
@@ -233,8 +238,18 @@ my $after = () = $t->requests('mini');
 is_deeply [$r->{status}, $r->{json}{error}{type}, $r->{headers}{'x-should-retry'}, $after - $before],
           [500, 'api_error', 'false', 0],
           'auto: a chat model for a Messages request is a 500, nothing sent';
-like $r->{json}{error}{message}, qr/"mini", which speaks the "chat" API, for a request of the "messages" API/,
+like $r->{json}{error}{message}, qr/"mini" \(rule "default"\), which speaks the "chat" API, for a request of the "messages" API/,
      '  the error names both dialects';
+$t->next_record('llm.log');
+
+# a client names a model of another dialect: not pinned
+is route_of(post('/v1/messages', messages('hi', model => 'gpt-4o-mini'))), 'haiku/default',
+   'messages: a chat model named by the client is not pinned';
+$t->next_record('llm.log');
+
+$r = post('/explain/v1/messages', messages('hi', model => 'x'));
+is_deeply [$r->{status}, $r->{json}{error}{type}], [500, 'api_error'],
+          'explain: a decision for a model of another dialect is refused too';
 $t->next_record('llm.log');
 
 # triage by a Messages model, asked in its own dialect

@@ -526,6 +526,10 @@ my $t = LLMRouterTest->new;
 $t->config(<<"EOF")->run;
 llm_router_model mini  { url $nowhere; model gpt-4o-mini; auth none; price 0.15 0.60; }
 llm_router_model large { url $nowhere; model gpt-4o;      auth none; price 2.50 10.00; }
+llm_router_model mini-m  { api messages; url $nowhere; auth none; price 0.15 0.60; }
+llm_router_model large-m { api messages; url $nowhere; auth none; price 2.50 10.00; }
+llm_router_model mini-r  { api responses; url $nowhere; auth none; price 0.15 0.60; }
+llm_router_model large-r { api responses; url $nowhere; auth none; price 2.50 10.00; }
 server {
     listen 127.0.0.1:%%PORT%%;
     default_type application/json;
@@ -540,6 +544,18 @@ server {
         llm_router_classifier $api_model;
         llm_router_rule learned score>$api_threshold large;
         llm_router_default mini;
+        llm_router_explain;
+    }
+    location /v1/messages {
+        llm_router_classifier $api_model;
+        llm_router_rule learned score>$api_threshold large-m;
+        llm_router_default mini-m;
+        llm_router_explain;
+    }
+    location /v1/responses {
+        llm_router_classifier $api_model;
+        llm_router_rule learned score>$api_threshold large-r;
+        llm_router_default mini-r;
         llm_router_explain;
     }
     location = /fixed {
@@ -663,7 +679,9 @@ is $mean, sprintf('%.4f', $sum / 100), 'replay: the mean score of nginx is that 
     for my $api (sort keys %n) {
         like $r->{out}, qr/^api $api: $n{$api} \(/m, "replay APIs to nginx: $api read as $api";
     }
-    like $r->{out}, qr/^model large: $api_above \(/m,
+    my $large = 0;
+    $large += $_ for $r->{out} =~ /^model large(?:-m|-r)?: (\d+) \(/mg;
+    is $large, $api_above,
         'replay APIs to nginx: the large share is the share calibrate printed';
     my ($mean) = $r->{out} =~ /^score mean ([\d.]+) \(100 decisions with a score\)$/m;
     my $sum = 0;

@@ -118,7 +118,7 @@ int llmr_looks_like_code(const unsigned char *p, size_t len);
 
 /* features of one chat request, filled by a single streaming pass */
 
-#define LLMR_TOOLS_MAX  16
+#define LLMR_TOOLS_MAX  64
 
 typedef struct {
     unsigned               api;             /* llmr_api_e */
@@ -357,6 +357,7 @@ unsigned llmr_rewrite(const llmr_features_t *f, const llmr_str_t *upstream,
 typedef struct {
     llmr_str_t             name;
     llmr_str_t             upstream;
+    unsigned               api;             /* the dialect it speaks */
     uint64_t               price_in;
     uint64_t               price_out;
     uint64_t               price_cached;        /* read from a cache */
@@ -377,7 +378,7 @@ typedef struct {
 void llmr_model_prices(llmr_model_t *m, const llmr_dialect_t *d,
     int cached_set, int cache_write_set);
 
-int llmr_model_find(const llmr_model_t *models, unsigned n,
+int llmr_model_find(const llmr_model_t *models, unsigned n, unsigned api,
     const unsigned char *name, size_t len);
 int llmr_price_parse(const unsigned char *p, size_t len, uint64_t *price);
 uint64_t llmr_cost(const llmr_model_t *m, const llmr_tokens_t *t);

@@ -89,8 +89,8 @@ static const char *const  llmr_responses_stream_text_keys[] = {
  * Prices of cached tokens where nginx.conf gives none, as the providers
  * bill them: OpenAI reads a cached prefix at half the input price (the
  * discount of its first caching models; newer ones give more) and
- * charges nothing to write it; Anthropic reads at a tenth and writes at
- * 1.25 times the input price (the five-minute cache).
+ * writes it at the input price, nothing more; Anthropic reads at a tenth
+ * and writes at 1.25 times the input price (the five-minute cache).
  */
 
 const llmr_dialect_t  llmr_dialects[LLMR_APIS] = {

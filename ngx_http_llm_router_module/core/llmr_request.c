@@ -54,6 +54,7 @@ static void llmr_type(llmr_request_t *rq, const unsigned char *p,
     size_t len);
 static void llmr_tool(llmr_features_t *f, const unsigned char *p,
     size_t len);
+static void llmr_tool_add(llmr_features_t *f, uint32_t hash);
 static int llmr_is(const unsigned char *p, size_t len, const char *s);
 static void llmr_message_start(llmr_request_t *rq);
 static void llmr_message_done(llmr_request_t *rq);
@@ -556,8 +557,13 @@ llmr_value(llmr_request_t *rq, unsigned type)
             return 1;
 
         case LLMR_KEY_STREAM_OPTIONS:
-            if (type != LLMR_VALUE_MAP) {
-                /* null, or a value the rewrite replaces with its own */
+            if (type != LLMR_VALUE_MAP && type != LLMR_VALUE_NULL) {
+                return llmr_fail(rq, "invalid type for 'stream_options': "
+                                     "expected an object");
+            }
+
+            if (type == LLMR_VALUE_NULL) {
+                /* the rewrite may replace it with options of its own */
                 llmr_locate_value(rq, yajl_get_bytes_consumed(rq->yajl));
                 rq->f.options_end = llmr_offset(rq);
             }
@@ -585,10 +591,18 @@ llmr_value(llmr_request_t *rq, unsigned type)
             return 1;
 
         case LLMR_KEY_STREAM_OPTIONS:
-            if (rq->key[2] == LLMR_KEY_INCLUDE_USAGE) {
-                llmr_locate_value(rq, yajl_get_bytes_consumed(rq->yajl));
-                rq->f.usage_end = llmr_offset(rq);
+            if (rq->key[2] != LLMR_KEY_INCLUDE_USAGE) {
+                return 1;
             }
+
+            if (type != LLMR_VALUE_BOOL && type != LLMR_VALUE_NULL) {
+                return llmr_fail(rq, "invalid type for "
+                                     "'stream_options.include_usage': "
+                                     "expected a boolean");
+            }
+
+            llmr_locate_value(rq, yajl_get_bytes_consumed(rq->yajl));
+            rq->f.usage_end = llmr_offset(rq);
 
             return 1;
         }
@@ -820,9 +834,13 @@ llmr_tool(llmr_features_t *f, const unsigned char *p, size_t len)
 {
     size_t  n;
 
-    if (f->ntools < LLMR_TOOLS_MAX) {
-        f->tool[f->ntools++] = llmr_tool_hash(p, len);
+    /* the type of every function tool names none */
+
+    if (llmr_is(p, len, "function") || llmr_is(p, len, "custom")) {
+        return;
     }
+
+    llmr_tool_add(f, llmr_tool_hash(p, len));
 
     n = len;
 
@@ -837,8 +855,25 @@ llmr_tool(llmr_features_t *f, const unsigned char *p, size_t len)
         n = (n < len && n > 1 && p[n - 1] == '_') ? n - 1 : len;
     }
 
-    if (n < len && f->ntools < LLMR_TOOLS_MAX) {
-        f->tool[f->ntools++] = llmr_tool_hash(p, n);
+    if (n < len) {
+        llmr_tool_add(f, llmr_tool_hash(p, n));
+    }
+}
+
+
+static void
+llmr_tool_add(llmr_features_t *f, uint32_t hash)
+{
+    unsigned  i;
+
+    for (i = 0; i < f->ntools; i++) {
+        if (f->tool[i] == hash) {
+            return;
+        }
+    }
+
+    if (f->ntools < LLMR_TOOLS_MAX) {
+        f->tool[f->ntools++] = hash;
     }
 }
 

@@ -338,13 +338,19 @@ llmr_label_equal(const unsigned char *a, const unsigned char *b, size_t len)
 }
 
 
+/* a model of the dialect, by its name or by the provider's */
+
 int
-llmr_model_find(const llmr_model_t *models, unsigned n,
+llmr_model_find(const llmr_model_t *models, unsigned n, unsigned api,
     const unsigned char *name, size_t len)
 {
     unsigned  i;
 
     for (i = 0; i < n; i++) {
+        if (models[i].api != api) {
+            continue;
+        }
+
         if ((models[i].name.len == len
              && memcmp(models[i].name.data, name, len) == 0)
             || (models[i].upstream.len == len

@@ -516,12 +516,19 @@ test_money(void)
     models[1].upstream.data = (const unsigned char *) "gpt-4o";
     models[1].upstream.len = 6;
 
-    tap_is(llmr_model_find(models, 2, (const unsigned char *) "large", 5), 1,
-           "model: by name");
-    tap_is(llmr_model_find(models, 2, (const unsigned char *) "gpt-4o-mini",
-                           11), 0, "model: by upstream name");
-    tap_is(llmr_model_find(models, 2, (const unsigned char *) "gpt-4", 5),
-           -1, "model: unknown");
+#define find(name)                                                            \
+    llmr_model_find(models, 2, LLMR_API_CHAT, (const unsigned char *) name,   \
+                    strlen(name))
+
+    tap_is(find("large"), 1, "model: by name");
+    tap_is(find("gpt-4o-mini"), 0, "model: by upstream name");
+    tap_is(find("gpt-4"), -1, "model: unknown");
+
+    models[1].api = LLMR_API_MESSAGES;
+    tap_is(find("large"), -1, "model: of another dialect");
+    models[1].api = LLMR_API_CHAT;
+
+#undef find
 
     memset(&t, 0, sizeof(llmr_tokens_t));
     t.prompt = 9;

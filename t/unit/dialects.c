@@ -375,6 +375,19 @@ test_chat(void)
                "{\"include_usage\":false},\"messages\":[{}]}",
                "chat: no stream, nothing asked");
 
+    tap_is(parse(&rq, CHAT, "{\"stream\":true,\"stream_options\":[],"
+                 "\"messages\":[{}]}", 0), LLMR_ERROR,
+           "chat: options of another type are refused");
+    tap_is(parse(&rq, CHAT, "{\"stream\":true,\"stream_options\":"
+                 "{\"include_usage\":{}},\"messages\":[{}]}", 0), LLMR_ERROR,
+           "chat: include_usage of another type is refused");
+
+    parse(&rq, CHAT, "{\"tools\":[{\"type\":\"function\",\"function\":"
+          "{\"name\":\"a\"}},{\"type\":\"function\",\"function\":"
+          "{\"name\":\"a\"}}],\"messages\":[{}]}", 0);
+    tap_ok(rq.f.ntools == 1 && !has_tool(&rq.f, "function"),
+           "chat: a tool once, and not by the type of every function");
+
     tap_is(parse(&rq, CHAT, "{\"stream_options\":{\"include_usage\":true,"
                  "\"include_usage\":false},\"messages\":[{\"role\":\"user\","
                  "\"content\":\"x\"}]}", 0), LLMR_ERROR,
