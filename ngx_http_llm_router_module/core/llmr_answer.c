@@ -72,6 +72,7 @@ static int llmr_a_end(void *ctx);
 static int llmr_a_start_array(void *ctx);
 static int llmr_a_value(llmr_answer_parse_t *ap);
 static int llmr_a_in_choice(llmr_answer_parse_t *ap, unsigned at);
+static unsigned llmr_a_index(const char *p, size_t len);
 static int llmr_a_feed(yajl_handle *h, const unsigned char *p, size_t len);
 static int llmr_a_valid(yajl_handle h);
 static void llmr_a_content(llmr_answer_parse_t *ap, const unsigned char *p,
@@ -250,8 +251,6 @@ llmr_a_boolean(void *ctx, int v)
 static int
 llmr_a_number(void *ctx, const char *p, size_t len)
 {
-    size_t                i;
-    unsigned              n;
     llmr_answer_parse_t  *ap = ctx;
 
     llmr_a_value(ap);
@@ -259,16 +258,28 @@ llmr_a_number(void *ctx, const char *p, size_t len)
     if (ap->depth == 6 && ap->key[6] == LLMR_A_INDEX
         && ap->key[4] == LLMR_A_TOOL_CALLS && llmr_a_in_choice(ap, 6))
     {
-        n = 0;
-
-        for (i = 0; i < len && p[i] >= '0' && p[i] <= '9' && n < 1000; i++) {
-            n = n * 10 + (p[i] - '0');
-        }
-
-        ap->tool = n;
+        ap->tool = llmr_a_index(p, len);
     }
 
     return 1;
+}
+
+
+/* the index of a tool call, bounded: one too large is no call we keep */
+
+static unsigned
+llmr_a_index(const char *p, size_t len)
+{
+    size_t    i;
+    unsigned  n;
+
+    n = 0;
+
+    for (i = 0; i < len && p[i] >= '0' && p[i] <= '9' && n < 1000; i++) {
+        n = n * 10 + (p[i] - '0');
+    }
+
+    return n;
 }
 
 
@@ -400,20 +411,12 @@ llmr_m_map_key(void *ctx, const unsigned char *p, size_t len)
 static int
 llmr_m_number(void *ctx, const char *p, size_t len)
 {
-    size_t                i;
-    unsigned              n;
     llmr_answer_parse_t  *ap = ctx;
 
     llmr_a_value(ap);
 
     if (ap->depth == 1 && ap->key[1] == LLMR_A_INDEX) {
-        n = 0;
-
-        for (i = 0; i < len && p[i] >= '0' && p[i] <= '9' && n < 1000; i++) {
-            n = n * 10 + (p[i] - '0');
-        }
-
-        ap->tool = n;
+        ap->tool = llmr_a_index(p, len);
     }
 
     return 1;

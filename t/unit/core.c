@@ -11,26 +11,24 @@
 
 #include "llmr.h"
 #include "tap.h"
+#include "splice.h"
 
 
 static llmr_keywords_t  kw;
 
 
 #define CHAT       (&llmr_dialects[LLMR_API_CHAT])
-#define MESSAGES   (&llmr_dialects[LLMR_API_MESSAGES])
-#define RESPONSES  (&llmr_dialects[LLMR_API_RESPONSES])
 
 #define PROMPT(u)      ((u).tokens[LLMR_USAGE_PROMPT])
 #define COMPLETION(u)  ((u).tokens[LLMR_USAGE_COMPLETION])
 
 
 static int
-parse_api(llmr_request_t *rq, const llmr_dialect_t *d, const char *body,
-    size_t chunk, unsigned history)
+parse(llmr_request_t *rq, const char *body, size_t chunk, unsigned history)
 {
     size_t  len, off, n;
 
-    if (llmr_request_init(rq, d, &kw, history) != LLMR_OK) {
+    if (llmr_request_init(rq, CHAT, &kw, history) != LLMR_OK) {
         return LLMR_ERROR;
     }
 
@@ -54,13 +52,6 @@ parse_api(llmr_request_t *rq, const llmr_dialect_t *d, const char *body,
 }
 
 
-static int
-parse(llmr_request_t *rq, const char *body, size_t chunk, unsigned history)
-{
-    return parse_api(rq, CHAT, body, chunk, history);
-}
-
-
 static void
 parse_into(llmr_request_t *rq, const char *body, size_t chunk)
 {
@@ -81,18 +72,16 @@ parse_into(llmr_request_t *rq, const char *body, size_t chunk)
 /* the body the provider gets, built from the splice the core returns */
 
 static char *
-rewrite_api(const llmr_dialect_t *d, const char *body, const char *upstream,
-    size_t chunk)
+rewrite(const char *body, const char *upstream, size_t chunk)
 {
-    char            *out, *o;
-    size_t           len, n, at;
+    size_t           n;
     unsigned         i, k;
     llmr_str_t       up;
     llmr_edit_t      edits[LLMR_EDITS_MAX];
     unsigned char    repl[512];
     llmr_request_t   rq;
 
-    if (parse_api(&rq, d, body, chunk, 6) != LLMR_OK) {
+    if (parse(&rq, body, chunk, 6) != LLMR_OK) {
         return NULL;
     }
 
@@ -111,30 +100,7 @@ rewrite_api(const llmr_dialect_t *d, const char *body, const char *upstream,
         return NULL;
     }
 
-    len = strlen(body);
-    out = malloc(len + n + 1);
-    o = out;
-    at = 0;
-
-    for (i = 0; i < k; i++) {
-        memcpy(o, body + at, edits[i].start - at);
-        o += edits[i].start - at;
-        memcpy(o, edits[i].data, edits[i].len);
-        o += edits[i].len;
-        at = edits[i].end;
-    }
-
-    memcpy(o, body + at, len - at);
-    o[len - at] = '\0';
-
-    return out;
-}
-
-
-static char *
-rewrite(const char *body, const char *upstream, size_t chunk)
-{
-    return rewrite_api(CHAT, body, upstream, chunk);
+    return splice(body, edits, k);
 }
 
 

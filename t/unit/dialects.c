@@ -12,6 +12,7 @@
 
 #include "llmr.h"
 #include "tap.h"
+#include "splice.h"
 
 
 #define CHAT       (&llmr_dialects[LLMR_API_CHAT])
@@ -55,8 +56,7 @@ parse(llmr_request_t *rq, const llmr_dialect_t *d, const char *body,
 static char *
 rewrite(const llmr_dialect_t *d, const char *body, size_t chunk)
 {
-    char            *out, *o;
-    size_t           len, n, at;
+    size_t           n;
     unsigned         i, k;
     llmr_str_t       up;
     llmr_edit_t      edits[LLMR_EDITS_MAX];
@@ -80,23 +80,7 @@ rewrite(const llmr_dialect_t *d, const char *body, size_t chunk)
         return NULL;
     }
 
-    len = strlen(body);
-    out = malloc(len + n + 1);
-    o = out;
-    at = 0;
-
-    for (i = 0; i < k; i++) {
-        memcpy(o, body + at, edits[i].start - at);
-        o += edits[i].start - at;
-        memcpy(o, edits[i].data, edits[i].len);
-        o += edits[i].len;
-        at = edits[i].end;
-    }
-
-    memcpy(o, body + at, len - at);
-    o[len - at] = '\0';
-
-    return out;
+    return splice(body, edits, k);
 }
 
 
