@@ -435,6 +435,10 @@ llmr_m_string(void *ctx, const unsigned char *p, size_t len)
     d = ap->depth;
     k = ap->key;
 
+    if (d >= LLMR_ANSWER_DEPTH) {
+        return 1;
+    }
+
     if (k[d] == LLMR_A_FINISH && (d == 1 || k[1] == LLMR_A_DELTA)) {
         llmr_a_finish(ap->a, llmr_key_is("max_tokens") ? "length"
                              : llmr_key_is("model_context_window_exceeded")
@@ -526,6 +530,10 @@ llmr_r_string(void *ctx, const unsigned char *p, size_t len)
 
     d = ap->depth;
     k = ap->key;
+
+    if (d >= LLMR_ANSWER_DEPTH) {
+        return 1;
+    }
 
     if (d == 1 && k[1] == LLMR_A_TYPE) {
         ap->event = llmr_key_is("response.output_text.delta")

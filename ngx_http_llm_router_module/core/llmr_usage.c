@@ -70,6 +70,11 @@ static const unsigned char *llmr_find(const unsigned char *p,
     const unsigned char *end, const char *s);
 static const unsigned char *llmr_skip_space(const unsigned char *p,
     const unsigned char *end);
+static const unsigned char *llmr_usage_member(const unsigned char *p,
+    const unsigned char *end, const unsigned char **before);
+
+#define llmr_json_space(c)                                                    \
+    ((c) == ' ' || (c) == '\t' || (c) == '\r' || (c) == '\n')
 
 
 void
@@ -118,12 +123,16 @@ llmr_usage_tokens(const llmr_usage_t *u, llmr_tokens_t *t)
     t->cache_write = v[LLMR_USAGE_CACHE_WRITE];
     t->reasoning = v[LLMR_USAGE_REASONING];
 
+    /* parts of a count are never more than the count */
+
+    if (t->reasoning > t->completion) {
+        t->reasoning = t->completion;
+    }
+
     if (u->dialect->cache_apart) {
         t->prompt += t->cached + t->cache_write;
         return 1;
     }
-
-    /* parts of the prompt are never more than the prompt */
 
     if (t->cached > t->prompt) {
         t->cached = t->prompt;
@@ -131,10 +140,6 @@ llmr_usage_tokens(const llmr_usage_t *u, llmr_tokens_t *t)
 
     if (t->cache_write > t->prompt - t->cached) {
         t->cache_write = t->prompt - t->cached;
-    }
-
-    if (t->reasoning > t->completion) {
-        t->reasoning = t->completion;
     }
 
     return 1;
@@ -452,11 +457,40 @@ llmr_find(const unsigned char *p, const unsigned char *end, const char *s)
 static const unsigned char *
 llmr_skip_space(const unsigned char *p, const unsigned char *end)
 {
-    while (p < end && (*p == ' ' || *p == '\t')) {
+    while (p < end && llmr_json_space(*p)) {
         p++;
     }
 
     return p;
+}
+
+
+/*
+ * "usage": where a member starts, after '{' or ','; not in a string,
+ * where a quote is escaped, nor in a key that ends so
+ */
+
+static const unsigned char *
+llmr_usage_member(const unsigned char *p, const unsigned char *end,
+    const unsigned char **before)
+{
+    const unsigned char  *q, *b;
+
+    for (q = llmr_find(p, end, "\"usage\":");
+         q;
+         q = llmr_find(q + 1, end, "\"usage\":"))
+    {
+        for (b = q; b > p && llmr_json_space(b[-1]); b--) {
+            /* void */
+        }
+
+        if (b > p && (b[-1] == '{' || b[-1] == ',')) {
+            *before = b;
+            return q;
+        }
+    }
+
+    return NULL;
 }
 
 
@@ -477,7 +511,7 @@ llmr_usage_unasked(const unsigned char *p, size_t len, int whole,
 
     /* the chunk of usage alone: no choices, and a usage object */
 
-    q = llmr_find(p, end, "\"usage\":");
+    q = llmr_usage_member(p, end, &b);
 
     if (q && whole) {
         v = llmr_skip_space(q + 8, end);
@@ -493,28 +527,22 @@ llmr_usage_unasked(const unsigned char *p, size_t len, int whole,
 
     o = out;
 
-    while (q) {
+    for ( /* void */ ; q; q = llmr_usage_member(p, end, &b)) {
         v = llmr_skip_space(q + 8, end);
 
         if (end - v < 4 || memcmp(v, "null", 4) != 0) {
             /* a usage that is not null stays */
-            b = q + 8;
-            memcpy(o, p, b - p);
-            o += b - p;
-            p = b;
-            q = llmr_find(p, end, "\"usage\":");
+            memcpy(o, p, q + 8 - p);
+            o += q + 8 - p;
+            p = q + 8;
             continue;
         }
 
-        to = v + 4;
-
         /* the member and the comma before it, or the one after it */
 
-        for (b = q; b > p && (b[-1] == ' ' || b[-1] == '\t'); b--) {
-            /* void */
-        }
+        to = v + 4;
 
-        if (b > p && b[-1] == ',') {
+        if (b[-1] == ',') {
             from = b - 1;
 
         } else {
@@ -529,8 +557,6 @@ llmr_usage_unasked(const unsigned char *p, size_t len, int whole,
         memcpy(o, p, from - p);
         o += from - p;
         p = to;
-
-        q = llmr_find(p, end, "\"usage\":");
     }
 
     memcpy(o, p, end - p);

@@ -707,6 +707,11 @@ test_unasked(void)
 
     is_unasked("data: [DONE]\n", "data: [DONE]\n", 0, "stream: done kept");
 
+    is_unasked("data: {\"a\":1,\r\"usage\":null}\n", "data: {\"a\":1}\n", 0,
+               "stream: usage null after a carriage return");
+    is_unasked("data: {\"\\\"usage\":null}\n", "data: {\"\\\"usage\":null}\n",
+               0, "stream: a key that ends with usage stays");
+
     n = llmr_usage_unasked((const unsigned char *) "sum\"}}],\"usage\":null}"
                            "\n", 22, 0, out, &drop);
     tap_is_str((char *) out, n, "sum\"}}]}\n",
