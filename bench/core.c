@@ -7,7 +7,8 @@
  * Prints nanoseconds a request and MB/s; `make bench` runs it.  Bodies
  * of about 1 KB, 4 KB, 64 KB and 1 MB; the rules also with the keyword
  * lists of bench/http, and fed in 16 KB pieces, as nginx passes a body
- * that arrives in pieces.
+ * that arrives in pieces; and the same request as a Messages and as a
+ * Responses body.
  */
 
 
@@ -50,10 +51,32 @@ now(void)
 }
 
 
-/* a chat request whose user message is about `size` bytes of prose */
+/*
+ * A request whose user message is about `size` bytes of prose, after a
+ * system prompt, in the words of each dialect
+ */
+
+static const char  *body_head[LLMR_APIS] = {
+    "{\"model\":\"auto\",\"messages\":["
+    "{\"role\":\"system\",\"content\":\"Be brief.\"},"
+    "{\"role\":\"user\",\"content\":\"",
+
+    "{\"model\":\"auto\",\"system\":\"Be brief.\",\"messages\":["
+    "{\"role\":\"user\",\"content\":\"",
+
+    "{\"model\":\"auto\",\"instructions\":\"Be brief.\",\"input\":["
+    "{\"role\":\"user\",\"content\":\""
+};
+
+static const char  *body_tail[LLMR_APIS] = {
+    "\"}],\"max_tokens\":256}",
+    "\"}],\"max_tokens\":256}",
+    "\"}],\"max_output_tokens\":256}"
+};
+
 
 static char *
-make_body(size_t size)
+make_body(size_t size, llmr_api_e api)
 {
     char        *body, *p;
     size_t       n;
@@ -62,15 +85,13 @@ make_body(size_t size)
                              "compare", "latency,", "cost", "quality." };
 
     body = malloc(size + 256);
-    p = body + sprintf(body, "{\"model\":\"auto\",\"messages\":["
-                       "{\"role\":\"system\",\"content\":\"Be brief.\"},"
-                       "{\"role\":\"user\",\"content\":\"");
+    p = body + sprintf(body, "%s", body_head[api]);
 
     for (n = 0; (size_t) (p - body) < size; n++) {
         p += sprintf(p, "%s ", words[(n * 7 + n / 3) % 14]);
     }
 
-    strcpy(p, "\"}],\"max_tokens\":256}");
+    strcpy(p, body_tail[api]);
 
     return body;
 }
@@ -132,8 +153,8 @@ cmp_double(const void *one, const void *two)
 
 static double
 run(const char *name, const char *body, size_t len, unsigned n,
-    const llmr_keywords_t *kw, const llmr_classifier_t *c, size_t piece,
-    int plain)
+    llmr_api_e api, const llmr_keywords_t *kw, const llmr_classifier_t *c,
+    size_t piece, int plain)
 {
     size_t           off, size;
     double           t, ns[BENCH_RUNS];
@@ -153,7 +174,7 @@ run(const char *name, const char *body, size_t len, unsigned n,
                 continue;
             }
 
-            llmr_request_init(&rq, kw, 6);
+            llmr_request_init(&rq, &llmr_dialects[api], kw, 6);
             rq.classifier = c;
 
             for (off = 0; off < len; off += size) {
@@ -227,18 +248,34 @@ main(void)
            "classifier of %d bits\n", BENCH_RUNS, BENCH_BITS);
 
     for (k = 0; k < sizeof(sizes) / sizeof(sizes[0]); k++) {
-        body = make_body(sizes[k]);
+        body = make_body(sizes[k], LLMR_API_CHAT);
         len = strlen(body);
         n = (unsigned) (40000000 / len);
 
         printf("%zu-byte body\n", len);
-        run("yajl parse, no callbacks work", body, len, n, NULL, NULL, 0, 1);
-        run("llmr parse + features + rules", body, len, n, NULL, NULL, 0, 0);
-        run("  + keyword lists (18 phrases)", body, len, n, &kw, NULL, 0, 0);
-        run("  + keyword lists, 16 KB pieces", body, len, n, &kw, NULL,
-            BENCH_PIECE, 0);
-        run("llmr parse + learned score", body, len, n, NULL, &c, 0, 0);
+        run("yajl parse, no callbacks work", body, len, n, LLMR_API_CHAT,
+            NULL, NULL, 0, 1);
+        run("llmr parse + features + rules", body, len, n, LLMR_API_CHAT,
+            NULL, NULL, 0, 0);
+        run("  + keyword lists (18 phrases)", body, len, n, LLMR_API_CHAT,
+            &kw, NULL, 0, 0);
+        run("  + keyword lists, 16 KB pieces", body, len, n, LLMR_API_CHAT,
+            &kw, NULL, BENCH_PIECE, 0);
+        run("llmr parse + learned score", body, len, n, LLMR_API_CHAT,
+            NULL, &c, 0, 0);
 
+        free(body);
+
+        /* the same request in the other dialects, of about the same size */
+
+        body = make_body(sizes[k], LLMR_API_MESSAGES);
+        run("  as Messages: parse + rules", body, strlen(body), n,
+            LLMR_API_MESSAGES, NULL, NULL, 0, 0);
+        free(body);
+
+        body = make_body(sizes[k], LLMR_API_RESPONSES);
+        run("  as Responses: parse + rules", body, strlen(body), n,
+            LLMR_API_RESPONSES, NULL, NULL, 0, 0);
         free(body);
     }
 

@@ -29,6 +29,11 @@ static void fuzz_score(const llmr_classifier_t *c);
 static void fuzz_make(const uint8_t *data, size_t size);
 
 
+/* the dialect of each: LLMR_API_* */
+static const unsigned  fuzz_apis[] = {
+    LLMR_API_CHAT, LLMR_API_CHAT, LLMR_API_MESSAGES, LLMR_API_RESPONSES
+};
+
 static const char  *fuzz_bodies[] = {
     "{\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}]}",
 
@@ -37,6 +42,16 @@ static const char  *fuzz_bodies[] = {
     "{\"role\":\"assistant\",\"content\":\"4\"},{\"role\":\"user\","
     "\"content\":\"Prove it, step by step:\\n```\\nx = 2 + 2;\\n```\"}],"
     "\"tools\":[{\"type\":\"function\"}],\"max_tokens\":100}",
+
+    "{\"model\":\"auto\",\"system\":\"Be brief.\",\"max_tokens\":100,"
+    "\"messages\":[{\"role\":\"user\",\"content\":[{\"type\":\"text\","
+    "\"text\":\"Prove it, step by step\"}]},{\"role\":\"assistant\","
+    "\"content\":\"4\"},{\"role\":\"user\",\"content\":\"Why?\"}]}",
+
+    "{\"model\":\"auto\",\"instructions\":\"Be brief.\","
+    "\"input\":[{\"role\":\"user\",\"content\":\"What is 2+2?\"},"
+    "{\"type\":\"function_call\",\"name\":\"calc\",\"arguments\":\"{}\"},"
+    "{\"type\":\"function_call_output\",\"output\":\"4\"}]}",
 
     NULL
 };
@@ -111,7 +126,9 @@ fuzz_score(const llmr_classifier_t *c)
     unsigned char    text[LLMR_SCORE_MAX];
 
     for (k = 0; fuzz_bodies[k]; k++) {
-        fuzz_assert(llmr_request_init(&rq, NULL, c->history) == LLMR_OK);
+        fuzz_assert(llmr_request_init(&rq, &llmr_dialects[fuzz_apis[k]],
+                                      NULL, c->history)
+                    == LLMR_OK);
         rq.classifier = c;
 
         rc = llmr_request_feed(&rq, (const unsigned char *) fuzz_bodies[k],

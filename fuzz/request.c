@@ -3,18 +3,23 @@
  * Copyright (C) the ngx_http_llm_router_module authors
  *
  * libFuzzer target: a request body goes through what the module does
- * with it.  The body is fed in two or three buffers, cut where a hash of
- * the input says (or in buffers of a few bytes), each a heap block of
- * its own so that a read past a buffer is caught; keywords, a
- * classifier, a feature callback and the text capture are on.  The
- * verdict and the features must be those of the body in one buffer.  A
- * body that parses is then routed by rules of every kind, its triage
- * request is built and checked to be JSON, and the rewritten body must
- * parse again with the new model.
+ * with it.  Its dialect is its first byte modulo 3 ('{' chat, '\n'
+ * Messages, ' ' Responses: white space before the JSON).  The body is
+ * fed in two or three buffers, cut where a hash of the input says (or in
+ * buffers of a few bytes), each a heap block of its own so that a read
+ * past a buffer is caught; keywords, a classifier, a feature callback
+ * and the text capture are on.  The verdict and the features must be
+ * those of the body in one buffer.  A body that parses is then routed by
+ * rules of every kind, its triage request is built in one of the three
+ * dialects and must parse as a request of that dialect, and the body
+ * with the rewrite's edits spliced in must parse again with the new
+ * model, the same features and, for a chat stream, usage asked for.  A
+ * body refused gets its error in its dialect, which must be JSON.
  */
 
 
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -23,7 +28,11 @@
 
 
 #define FUZZ_BITS      8
-#define FUZZ_UPSTREAM  "\"up-model\""
+
+/* new model names, as JSON string literals, and what they decode to */
+#define FUZZ_UPSTREAM   "\"up-model\""
+#define FUZZ_UPSTREAM2  "\"x\\\"y\\u00e9\""
+#define FUZZ_DECODED2   "x\"y\xc3\xa9"
 
 #define FUZZ_PROMPT    "Answer \"simple\" or \"complex\".\n\t\x01"
 
@@ -47,9 +56,17 @@ static void fuzz_feature(void *data, unsigned message, uint32_t hash);
 static int fuzz_external(void *data, const llmr_cond_t *cond);
 static void fuzz_trainer(llmr_request_t *rq);
 static void fuzz_route(llmr_request_t *rq);
+static void fuzz_conds(const llmr_features_t *f);
+static void fuzz_error(const llmr_dialect_t *d, const char *error,
+    uint32_t h);
+static void fuzz_names(const llmr_features_t *f);
 static void fuzz_triage(llmr_request_t *rq, uint32_t h);
 static void fuzz_rewrite(llmr_request_t *rq, const uint8_t *data,
-    size_t size);
+    size_t size, uint32_t h);
+static int fuzz_parse(llmr_request_t *rq, const llmr_dialect_t *d,
+    const llmr_classifier_t *c, const unsigned char *p, size_t len);
+static void fuzz_same_request(const llmr_features_t *a,
+    const llmr_features_t *b);
 static int fuzz_json_valid(const unsigned char *p, size_t len);
 
 
@@ -73,16 +90,24 @@ static const char  *fuzz_rules[] = {
     "keywords=math score>0.5",
     "triage=complex !tools",
     "$stream messages>2",
+    "thinking !images",
     "tokens<50 !score<0.3",
+    "tool=get_weather images",
     "triage=simple-task",
     "!$json keywords=code",
+    "!tool=web_search thinking",
     "messages<2 !keywords=prose !triage=x_y",
     "",
     NULL
 };
 
-#define FUZZ_RULES  9
-#define FUZZ_CONDS  16
+#define FUZZ_RULES  12
+#define FUZZ_CONDS  24
+
+/* tools that tool= conditions ask for, one rule each in fuzz_conds() */
+static const char  *fuzz_tools[] = {
+    "get_weather", "web_search", "web_search_20250305", "lookup", NULL
+};
 
 static llmr_keywords_t      fuzz_keywords;
 static llmr_phrase_t        fuzz_kw[8];
@@ -90,6 +115,7 @@ static llmr_classifier_t    fuzz_classifier;
 static llmr_rule_t          fuzz_rule[FUZZ_RULES + 1];
 static llmr_cond_t          fuzz_cond[FUZZ_CONDS + 1];
 static unsigned             fuzz_ready;
+static unsigned             fuzz_history;     /* of the current input */
 
 static const yajl_callbacks  fuzz_no_callbacks;
 
@@ -233,14 +259,15 @@ fuzz_external(void *data, const llmr_cond_t *cond)
 int
 LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    int              rc, rc1;
-    size_t           slot;
-    uint32_t         h;
-    uint64_t         features;
-    unsigned         nslots, history;
-    unsigned char   *buf;
-    llmr_capture_t   capture;
-    llmr_request_t   rq, whole;
+    int                    rc, rc1;
+    size_t                 slot;
+    uint32_t               h;
+    uint64_t               features;
+    unsigned               nslots, history;
+    unsigned char         *buf;
+    llmr_capture_t         capture;
+    llmr_request_t         rq, whole;
+    const llmr_dialect_t  *d;
 
     if (!fuzz_ready) {
         fuzz_init();
@@ -248,14 +275,18 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
     h = fuzz_hash(data, size);
 
+    /* the dialect: '{' chat, '\n' Messages, ' ' Responses */
+    d = &llmr_dialects[size ? data[0] % LLMR_APIS : 0];
+
     history = (h >> 3) % (LLMR_HISTORY_MAX + 4);
+    fuzz_history = history;
     nslots = 2 + (h >> 12) % (LLMR_SLOTS_MAX - 1);
     slot = 1 + (h >> 17) % 64;
 
     buf = malloc(nslots * slot);
     fuzz_assert(buf != NULL);
 
-    if (llmr_request_init(&rq, &fuzz_keywords, history) != LLMR_OK) {
+    if (llmr_request_init(&rq, d, &fuzz_keywords, history) != LLMR_OK) {
         free(buf);
         return 0;
     }
@@ -284,7 +315,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
     /* the same body in one buffer: the same verdict, the same features */
 
-    fuzz_assert(llmr_request_init(&whole, &fuzz_keywords, history)
+    fuzz_assert(llmr_request_init(&whole, d, &fuzz_keywords, history)
                 == LLMR_OK);
     whole.classifier = rq.classifier;
 
@@ -301,22 +332,38 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (rc != LLMR_OK) {
         fuzz_assert(rq.error[0] != '\0'
                     && memchr(rq.error, '\0', LLMR_ERROR_MAX) != NULL);
+        fuzz_error(d, rq.error, h);
         free(buf);
         return 0;
     }
 
     fuzz_same(&rq.f, &whole.f);
 
-    fuzz_assert(rq.f.messages > 0 && rq.f.current < rq.f.messages);
+    fuzz_assert(rq.f.api == d->api);
+
+    /* a Responses request may only go on from a stored one */
+    fuzz_assert(rq.f.messages > 0 || rq.f.previous);
+    fuzz_assert(!rq.f.previous || d->api == LLMR_API_RESPONSES);
+    fuzz_assert(rq.f.messages == 0 || rq.f.current < rq.f.messages);
+
     fuzz_assert(rq.f.model_len <= LLMR_MODEL_NAME_MAX);
     fuzz_assert(rq.f.body_len == size);
     fuzz_assert(rq.classifier ? rq.f.score >= 0 && rq.f.score <= 1
                               : rq.f.score == -1);
+    fuzz_assert(rq.f.ntools <= LLMR_TOOLS_MAX);
+    fuzz_assert(rq.f.ntools == 0 || rq.f.tools);
+
+    /* only a chat request has stream_options */
+    fuzz_assert(d->api == LLMR_API_CHAT
+                || (!rq.f.stream_options && !rq.f.include_usage));
+    fuzz_assert(!rq.f.include_usage || rq.f.stream_options);
 
     fuzz_trainer(&rq);
     fuzz_route(&rq);
+    fuzz_conds(&rq.f);
+    fuzz_names(&rq.f);
     fuzz_triage(&rq, h);
-    fuzz_rewrite(&rq, data, size);
+    fuzz_rewrite(&rq, data, size, h);
 
     free(buf);
 
@@ -381,7 +428,16 @@ fuzz_same(const llmr_features_t *a, const llmr_features_t *b)
                 && a->stream_options == b->stream_options
                 && a->model_present == b->model_present
                 && a->model_truncated == b->model_truncated
-                && a->json_mode == b->json_mode);
+                && a->json_mode == b->json_mode
+                && a->thinking == b->thinking
+                && a->images == b->images
+                && a->include_usage == b->include_usage
+                && a->previous == b->previous
+                && a->api == b->api);
+
+    fuzz_assert(a->ntools == b->ntools
+                && memcmp(a->tool, b->tool, a->ntools * sizeof(uint32_t))
+                   == 0);
 
     fuzz_assert(a->model_len == b->model_len
                 && memcmp(a->model, b->model, a->model_len) == 0);
@@ -389,7 +445,20 @@ fuzz_same(const llmr_features_t *a, const llmr_features_t *b)
     fuzz_assert(a->object_start == b->object_start
                 && a->model_start == b->model_start
                 && a->model_end == b->model_end
+                && a->options_object == b->options_object
+                && a->options_members == b->options_members
+                && a->usage_start == b->usage_start
+                && a->usage_end == b->usage_end
                 && a->body_len == b->body_len);
+
+    /*
+     * Where stream_options starts is found by a scan that an object's
+     * first key may cut short; the rewrite reads it only when the value
+     * is not an object.
+     */
+    fuzz_assert(a->options_object != LLMR_NO_OFFSET
+                || (a->options_start == b->options_start
+                    && a->options_end == b->options_end));
 
     /* bit for bit: a score does not depend on how the body came */
     fuzz_assert(memcmp(&a->score, &b->score, sizeof(double)) == 0);
@@ -502,13 +571,141 @@ fuzz_route(llmr_request_t *rq)
 }
 
 
+/*
+ * The conditions of the dialects' features, each alone in a rule before
+ * a catch-all: the first rule holds exactly when the feature is there.
+ */
+
+static void
+fuzz_conds(const llmr_features_t *f)
+{
+    int           r;
+    char          err[48];
+    size_t        n;
+    unsigned      i, k, has;
+    uint32_t      hash;
+    llmr_cond_t   cond[2];
+    llmr_rule_t   rules[2];
+    char          text[64];
+
+    memset(rules, 0, sizeof(rules));
+    rules[0].conds = &cond[0];
+    rules[0].nconds = 1;
+    rules[1].model = 1;
+
+    for (i = 0; i < 4 + 2 * 4; i++) {
+        if (i < 4) {
+            /* thinking, !thinking, images, !images */
+            n = (size_t) snprintf(text, sizeof(text), "%s%s",
+                                  (i & 1) ? "!" : "",
+                                  (i & 2) ? "images" : "thinking");
+            has = (i & 2) ? f->images : f->thinking;
+
+        } else {
+            k = (i - 4) / 2;
+            n = (size_t) snprintf(text, sizeof(text), "%stool=%s",
+                                  (i & 1) ? "!" : "", fuzz_tools[k]);
+
+            hash = llmr_tool_hash((const unsigned char *) fuzz_tools[k],
+                                  strlen(fuzz_tools[k]));
+
+            for (has = 0, k = 0; k < f->ntools; k++) {
+                has |= (f->tool[k] == hash);
+            }
+        }
+
+        fuzz_assert(llmr_cond_parse(&cond[0], (const unsigned char *) text,
+                                    n, err, sizeof(err))
+                    == LLMR_OK);
+
+        r = llmr_rules_eval(rules, 2, f, fuzz_external, (void *) f);
+
+        fuzz_assert(r == ((i & 1) ? (int) has : (int) !has));
+    }
+}
+
+
+/*
+ * The error the client gets, in its dialect, with a status from the
+ * hash: no longer than announced, and JSON.
+ */
+
+static void
+fuzz_error(const llmr_dialect_t *d, const char *error, uint32_t h)
+{
+    size_t          len, size;
+    unsigned        status;
+    unsigned char  *out, *end;
+
+    static const unsigned  statuses[] = {
+        400, 401, 403, 404, 413, 429, 500, 502, 503, 529
+    };
+
+    status = statuses[(h >> 9) % (sizeof(statuses) / sizeof(statuses[0]))];
+    len = strlen(error);
+
+    size = llmr_error_json_size((const unsigned char *) error, len);
+
+    out = malloc(size);
+    fuzz_assert(out != NULL);
+
+    end = llmr_error_json(d, status, (const unsigned char *) error, len,
+                          out);
+
+    fuzz_assert(end > out && (size_t) (end - out) <= size);
+    fuzz_assert(fuzz_json_valid(out, end - out));
+
+    free(out);
+}
+
+
+/* a dialect by its name, or by the end of a path: the model's text */
+
+static void
+fuzz_names(const llmr_features_t *f)
+{
+    const llmr_dialect_t  *d;
+
+    d = llmr_dialect_find(f->model, f->model_len);
+
+    fuzz_assert(d == NULL
+                || (d->name.len == f->model_len
+                    && memcmp(d->name.data, f->model, f->model_len) == 0));
+
+    d = llmr_dialect_of_path(f->model, f->model_len);
+
+    fuzz_assert(d == NULL
+                || (d->path.len <= f->model_len
+                    && memcmp(d->path.data,
+                              f->model + f->model_len - d->path.len,
+                              d->path.len) == 0));
+
+    fuzz_assert(llmr_dialect_find(llmr_dialects[f->api].name.data,
+                                  llmr_dialects[f->api].name.len)
+                == &llmr_dialects[f->api]);
+}
+
+
+/*
+ * The triage request, in a dialect chosen from the hash: JSON of the
+ * size announced, and a request of that dialect, with the triage model
+ * and one or two messages.
+ */
+
 static void
 fuzz_triage(llmr_request_t *rq, uint32_t h)
 {
-    size_t          size;
-    llmr_triage_t   t;
-    unsigned char  *out, *end;
+    int                    rc;
+    size_t                 size;
+    unsigned               max_tokens;
+    llmr_triage_t          t;
+    llmr_request_t         tr;
+    unsigned char         *out, *end;
+    const llmr_dialect_t  *d;
 
+    d = &llmr_dialects[(h >> 21) % LLMR_APIS];
+
+    t.dialect = d;
     t.model.data = (const unsigned char *) "nano";
     t.model.len = 4;
     t.prompt.data = (const unsigned char *) FUZZ_PROMPT;
@@ -526,60 +723,200 @@ fuzz_triage(llmr_request_t *rq, uint32_t h)
     fuzz_assert((size_t) (end - out) == size);
     fuzz_assert(fuzz_json_valid(out, size));
 
+    rc = fuzz_parse(&tr, d, NULL, out, size);
+
+    fuzz_assert(rc == LLMR_OK);
+    fuzz_assert(tr.f.model_len == 4 && memcmp(tr.f.model, "nano", 4) == 0);
+    fuzz_assert(tr.f.messages == (d->api == LLMR_API_CHAT ? 2u : 1u));
+    fuzz_assert(!tr.f.stream && !tr.f.tools);
+
+    max_tokens = t.max_tokens > d->triage_min_tokens ? t.max_tokens
+                                                     : d->triage_min_tokens;
+    fuzz_assert(tr.f.max_tokens == (int64_t) max_tokens);
+
     free(out);
 }
 
 
-/* the body the provider gets must parse, with the new model */
+/*
+ * The body the provider gets, the edits spliced into it in their order,
+ * must parse in the same dialect, with the new model and the same
+ * features; a chat stream whose client did not ask for usage asks for
+ * it; and a second rewrite has nothing more to ask.
+ */
 
 static void
-fuzz_rewrite(llmr_request_t *rq, const uint8_t *data, size_t size)
+fuzz_rewrite(llmr_request_t *rq, const uint8_t *data, size_t size,
+    uint32_t h)
 {
-    int              rc;
-    size_t           n;
-    uint64_t         start, end;
-    llmr_str_t       up;
-    llmr_request_t   again;
-    unsigned char   *repl, *last, *body;
+    int               rc;
+    size_t            n, len, total, off, dlen;
+    unsigned          nedits, i, ask;
+    llmr_str_t        up;
+    llmr_edit_t       edits[LLMR_EDITS_MAX], more[LLMR_EDITS_MAX];
+    llmr_request_t    again;
+    const char       *decoded;
+    unsigned char    *repl, *body, *p;
 
-    up.data = (const unsigned char *) FUZZ_UPSTREAM;
-    up.len = sizeof(FUZZ_UPSTREAM) - 1;
+    if ((h >> 25) & 1) {
+        up.data = (const unsigned char *) FUZZ_UPSTREAM2;
+        up.len = sizeof(FUZZ_UPSTREAM2) - 1;
+        decoded = FUZZ_DECODED2;
+        dlen = sizeof(FUZZ_DECODED2) - 1;
+
+    } else {
+        up.data = (const unsigned char *) FUZZ_UPSTREAM;
+        up.len = sizeof(FUZZ_UPSTREAM) - 1;
+        decoded = &FUZZ_UPSTREAM[1];
+        dlen = sizeof(FUZZ_UPSTREAM) - 3;
+    }
+
+    ask = (rq->f.api == LLMR_API_CHAT && rq->f.stream
+           && !rq->f.include_usage);
 
     n = llmr_rewrite_size(&rq->f, up.len);
 
     repl = malloc(n);
     fuzz_assert(repl != NULL);
 
-    last = llmr_rewrite(&rq->f, &up, repl, &start, &end);
+    memset(edits, 0, sizeof(edits));
 
-    fuzz_assert((size_t) (last - repl) == n);
-    fuzz_assert(start <= end && end <= size);
+    nedits = llmr_rewrite(&rq->f, &up, repl, edits);
 
-    body = malloc(size - (end - start) + n);
-    fuzz_assert(body != NULL);
+    fuzz_assert(nedits >= 1 && nedits <= LLMR_EDITS_MAX);
 
-    memcpy(body, data, start);
-    memcpy(body + start, repl, n);
-    memcpy(body + start + n, data + end, size - end);
+    /* two edits only to make the client's own stream_options ask */
+    fuzz_assert(nedits == 1 || (ask && rq->f.stream_options));
 
-    fuzz_assert(llmr_request_init(&again, NULL, 0) == LLMR_OK);
+    total = 0;
 
-    rc = llmr_request_feed(&again, body, size - (end - start) + n);
+    for (i = 0; i < nedits; i++) {
+        fuzz_assert(edits[i].start <= edits[i].end && edits[i].end <= size);
+        fuzz_assert(edits[i].data >= repl
+                    && edits[i].len <= n
+                    && (size_t) (edits[i].data - repl) <= n - edits[i].len);
+        fuzz_assert(i == 0 || edits[i - 1].end <= edits[i].start);
 
-    if (rc == LLMR_OK) {
-        rc = llmr_request_finish(&again);
+        total += edits[i].len;
     }
 
-    llmr_request_free(&again);
+    fuzz_assert(total <= n);
+
+    /* the body with the edits spliced in, in a block of its own size */
+
+    len = size + total;
+
+    for (i = 0; i < nedits; i++) {
+        len -= edits[i].end - edits[i].start;
+    }
+
+    body = malloc(len ? len : 1);
+    fuzz_assert(body != NULL);
+
+    p = body;
+    off = 0;
+
+    for (i = 0; i < nedits; i++) {
+        memcpy(p, data + off, edits[i].start - off);
+        p += edits[i].start - off;
+        memcpy(p, edits[i].data, edits[i].len);
+        p += edits[i].len;
+        off = edits[i].end;
+    }
+
+    memcpy(p, data + off, size - off);
+    p += size - off;
+
+    fuzz_assert((size_t) (p - body) == len);
+    fuzz_assert(fuzz_json_valid(body, len));
+
+    rc = fuzz_parse(&again, &llmr_dialects[rq->f.api], rq->classifier,
+                    body, len);
 
     fuzz_assert(rc == LLMR_OK);
-    fuzz_assert(again.f.model_len == up.len - 2
-                && memcmp(again.f.model, up.data + 1, up.len - 2) == 0);
-    fuzz_assert(again.f.messages == rq->f.messages);
-    fuzz_assert(!again.f.stream || again.f.stream_options);
+    fuzz_assert(again.f.model_present && !again.f.model_truncated);
+    fuzz_assert(again.f.model_len == dlen
+                && memcmp(again.f.model, decoded, dlen) == 0);
+
+    fuzz_same_request(&rq->f, &again.f);
+
+    if (ask) {
+        fuzz_assert(again.f.stream_options && again.f.include_usage);
+
+    } else {
+        fuzz_assert(again.f.stream_options == rq->f.stream_options
+                    && again.f.include_usage == rq->f.include_usage);
+    }
+
+    /* nothing is left to ask: one edit, the model */
+
+    free(repl);
+
+    n = llmr_rewrite_size(&again.f, up.len);
+    fuzz_assert(n == up.len);
+
+    repl = malloc(n);
+    fuzz_assert(repl != NULL);
+
+    fuzz_assert(llmr_rewrite(&again.f, &up, repl, more) == 1);
+    fuzz_assert(more[0].start == again.f.model_start
+                && more[0].end == again.f.model_end
+                && more[0].len == up.len);
 
     free(body);
     free(repl);
+}
+
+
+/* what the rewrite must not change */
+
+static void
+fuzz_same_request(const llmr_features_t *a, const llmr_features_t *b)
+{
+    fuzz_assert(a->api == b->api
+                && a->est_tokens == b->est_tokens
+                && a->prompt_tokens == b->prompt_tokens
+                && a->messages == b->messages
+                && a->keywords == b->keywords
+                && a->max_tokens == b->max_tokens
+                && a->current == b->current);
+
+    fuzz_assert(a->code == b->code && a->tools == b->tools
+                && a->stream == b->stream
+                && a->json_mode == b->json_mode
+                && a->thinking == b->thinking
+                && a->images == b->images
+                && a->previous == b->previous);
+
+    fuzz_assert(a->ntools == b->ntools
+                && memcmp(a->tool, b->tool, a->ntools * sizeof(uint32_t))
+                   == 0);
+
+    fuzz_assert(memcmp(&a->score, &b->score, sizeof(double)) == 0);
+}
+
+
+/* a body in one buffer; the request is freed, its features kept */
+
+static int
+fuzz_parse(llmr_request_t *rq, const llmr_dialect_t *d,
+    const llmr_classifier_t *c, const unsigned char *p, size_t len)
+{
+    int  rc;
+
+    fuzz_assert(llmr_request_init(rq, d, &fuzz_keywords, fuzz_history)
+                == LLMR_OK);
+    rq->classifier = c;
+
+    rc = fuzz_feed(rq, p, len);
+
+    if (rc == LLMR_OK) {
+        rc = llmr_request_finish(rq);
+    }
+
+    llmr_request_free(rq);
+
+    return rc;
 }
 
 

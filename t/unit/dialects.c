@@ -490,6 +490,11 @@ test_usage(void)
     tap_ok(llmr_usage_tokens(&u, &t) && t.cached == 10,
            "usage: cached tokens are never more than the prompt");
 
+    usage(&u, MESSAGES, 0, "{\"usage\":{\"input_tokens\":1,\"output_tokens\":2,"
+          "\"output_tokens_details\":{\"reasoning_tokens\":9}}}", 0);
+    tap_ok(llmr_usage_tokens(&u, &t) && t.reasoning == 2,
+           "usage: reasoning is never more than the completion");
+
     usage(&u, CHAT, 0, "{\"choices\":[{\"message\":{\"usage\":{"
           "\"prompt_tokens\":1,\"completion_tokens\":2}}}]}", 0);
     tap_is(llmr_usage_tokens(&u, &t), 0, "usage: not in a message's text");
@@ -653,6 +658,23 @@ test_answers(void)
                    "\"text\":\"four\"}]}]}}\n\n", 1, text),
            LLMR_VERDICT_OK, "answer: Responses stream");
     tap_is_str(text, strlen(text), "four", "  its text, once");
+
+    {
+        char  deep[256];
+
+        /* a string 101 levels deep, past the readers' key stacks */
+
+        memcpy(deep, "{\"content\":", 11);
+        memset(deep + 11, '[', 100);
+        memcpy(deep + 111, "\"x\"", 3);
+        memset(deep + 114, ']', 100);
+        strcpy(deep + 214, "}");
+
+        tap_is(verdict(MESSAGES, deep, 0, NULL), LLMR_VERDICT_EMPTY,
+               "answer: Messages nested past the reader's depth");
+        tap_is(verdict(RESPONSES, deep, 0, NULL), LLMR_VERDICT_EMPTY,
+               "answer: Responses nested past the reader's depth");
+    }
 
     tap_is(verdict(RESPONSES,
                    "data: {\"type\":\"response.incomplete\",\"response\":"
