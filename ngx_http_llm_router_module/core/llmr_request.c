@@ -57,6 +57,8 @@ static void llmr_tool(llmr_features_t *f, const unsigned char *p,
 static void llmr_tool_add(llmr_features_t *f, uint32_t hash);
 static int llmr_is(const unsigned char *p, size_t len, const char *s);
 static void llmr_message_start(llmr_request_t *rq);
+static const llmr_key_name_t *llmr_key_alias(const llmr_key_name_t *names,
+    const unsigned char *p, size_t len);
 static void llmr_message_done(llmr_request_t *rq);
 static void llmr_message_add(llmr_message_t *sum, const llmr_message_t *m,
     unsigned code);
@@ -985,6 +987,17 @@ llmr_map_key(void *ctx, const unsigned char *p, size_t len)
         }
     }
 
+    if (rq->depth == 1 && key == LLMR_KEY_OTHER) {
+        names = llmr_key_alias(rq->dialect->top_keys, p, len);
+
+        if (names) {
+            snprintf(rq->error, LLMR_ERROR_MAX,
+                     "a key that a provider may read as '%s' is not "
+                     "accepted in request body", names->name);
+            return 0;
+        }
+    }
+
     if (rq->depth == 1 && key != LLMR_KEY_OTHER && key <= LLMR_KEY_UNIQUE) {
 
         /*
@@ -1025,6 +1038,58 @@ llmr_map_key(void *ctx, const unsigned char *p, size_t len)
     rq->key[rq->depth] = (unsigned char) key;
 
     return 1;
+}
+
+
+/*
+ * A key the router does not read that another decoder may: Go's
+ * encoding/json matches keys without regard to case, folding the long s
+ * (U+017F) to "s" and the Kelvin sign (U+212A) to "k", and a parser in C
+ * stops at a NUL.  "MODEL", "Model", "ſtream" and "model\u0000" would
+ * then name a model, or a stream, that the router never saw.
+ */
+
+static const llmr_key_name_t *
+llmr_key_alias(const llmr_key_name_t *names, const unsigned char *p,
+    size_t len)
+{
+    size_t          i, n;
+    unsigned char   c, fold[32];
+
+    for (i = 0, n = 0; i < len && p[i] != '\0'; i++) {
+
+        if (n == sizeof(fold)) {
+            return NULL;
+        }
+
+        c = p[i];
+
+        if (c < 0x80) {
+            fold[n++] = llmr_lower(c);
+
+        } else if (c == 0xc5 && i + 1 < len && p[i + 1] == 0xbf) {
+            fold[n++] = 's';
+            i++;
+
+        } else if (c == 0xe2 && i + 2 < len && p[i + 1] == 0x84
+                   && p[i + 2] == 0xaa)
+        {
+            fold[n++] = 'k';
+            i += 2;
+
+        } else {
+            /* no key of ours has other letters */
+            return NULL;
+        }
+    }
+
+    for ( /* void */ ; names->name; names++) {
+        if (strlen(names->name) == n && memcmp(names->name, fold, n) == 0) {
+            return names;
+        }
+    }
+
+    return NULL;
 }
 
 

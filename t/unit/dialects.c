@@ -302,6 +302,39 @@ test_responses(void)
 
 
 static void
+test_aliases(void)
+{
+    llmr_request_t  rq;
+
+#define refused(d, key, name)                                                 \
+    tap_is(parse(&rq, d, "{\"model\":\"m\",\"messages\":[{}],\"input\":\"x\","  \
+                 key ":1}", 0), LLMR_ERROR, name)
+
+    refused(CHAT, "\"MODEL\"", "alias: MODEL");
+    refused(CHAT, "\"Model\"", "alias: Model");
+    refused(CHAT, "\"\xc5\xbftream\"", "alias: a long s");
+    refused(CHAT, "\"model\\u0000x\"", "alias: a NUL");
+    refused(CHAT, "\"Messages\"", "alias: Messages");
+    refused(CHAT, "\"STREAM_OPTIONS\"", "alias: STREAM_OPTIONS");
+    refused(MESSAGES, "\"System\"", "alias: a Messages key");
+    refused(RESPONSES, "\"INPUT\"", "alias: a Responses key");
+    refused(RESPONSES, "\"Previous_Response_Id\"", "alias: of any key read");
+
+#undef refused
+
+    tap_is_str(rq.error, strlen(rq.error), "a key that a provider may read "
+               "as 'previous_response_id' is not accepted in request body",
+               "  the error names the key");
+
+    tap_is(parse(&rq, CHAT, "{\"model\":\"m\",\"messages\":[{}],"
+                 "\"Modell\":1,\"metadata\":{\"MODEL\":1}}", 0), LLMR_OK,
+           "alias: other keys, and nested ones, pass");
+    tap_is(parse(&rq, MESSAGES, "{\"messages\":[{}],\"Stream_Options\":1}",
+                 0), LLMR_OK, "alias: only of the dialect's keys");
+}
+
+
+static void
 test_chat(void)
 {
     llmr_request_t  rq;
@@ -823,6 +856,7 @@ main(void)
     test_messages();
     test_responses();
     test_chat();
+    test_aliases();
     test_usage();
     test_cost();
     test_answers();
