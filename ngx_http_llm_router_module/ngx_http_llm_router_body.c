@@ -38,6 +38,7 @@ static ngx_int_t ngx_http_llm_router_push_header(ngx_pool_t *pool,
 static ngx_uint_t ngx_http_llm_router_client_header(ngx_table_elt_t *h);
 static ngx_int_t ngx_http_llm_router_same_dialect(ngx_http_request_t *r,
     ngx_http_llm_router_ctx_t *ctx);
+static void ngx_http_llm_router_unkey(void *data);
 static void ngx_http_llm_router_cleanup(void *data);
 
 
@@ -102,6 +103,7 @@ ngx_http_llm_router_handler(ngx_http_request_t *r)
 {
     ngx_int_t                         rc;
     ngx_chain_t                      *cl;
+    ngx_http_cleanup_t               *hcln;
     ngx_pool_cleanup_t               *cln;
     ngx_http_llm_router_ctx_t        *ctx;
     ngx_http_llm_router_loc_conf_t   *llcf;
@@ -146,6 +148,14 @@ ngx_http_llm_router_handler(ngx_http_request_t *r)
 
     cln->handler = ngx_http_llm_router_cleanup;
     cln->data = ctx;
+
+    hcln = ngx_http_cleanup_add(r, 0);
+    if (hcln == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    hcln->handler = ngx_http_llm_router_unkey;
+    hcln->data = ctx;
 
     ctx->request.classifier = llcf->classifier;
 
@@ -877,16 +887,60 @@ ngx_http_llm_router_credentials(ngx_http_request_t *r,
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    if (auth.len
-        && ngx_http_llm_router_push_header(r->pool, &r->headers_in.headers,
+    if (auth.len == 0) {
+        ctx->key_header = NULL;
+        return NGX_OK;
+    }
+
+    if (ngx_http_llm_router_push_header(r->pool, &r->headers_in.headers,
                             &ngx_http_llm_router_auth_headers[model->auth],
                             &auth)
-           != NGX_OK)
+        != NGX_OK)
     {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
+    ctx->key_header = (ngx_table_elt_t *) r->headers_in.headers.part.elts
+                      + r->headers_in.headers.part.nelts - 1;
+
     return NGX_OK;
+}
+
+
+/*
+ * The key is for the request to the provider alone: once that request
+ * is made, the header that carried it is taken out of the client's
+ * headers, so that no variable ($http_authorization, $http_x_api_key),
+ * add_header or log_format sees it.  nginx skips a header whose hash
+ * is 0; the name and value are cleared as well.
+ */
+
+void
+ngx_http_llm_router_hide_key(ngx_http_llm_router_ctx_t *ctx)
+{
+    ngx_table_elt_t  *h;
+
+    h = ctx->key_header;
+
+    if (h == NULL) {
+        return;
+    }
+
+    h->hash = 0;
+    h->key.len = 0;
+    h->lowcase_key = (u_char *) "";
+    h->value.len = 0;
+
+    ctx->key_header = NULL;
+}
+
+
+/* before the request is logged, whatever ends it */
+
+static void
+ngx_http_llm_router_unkey(void *data)
+{
+    ngx_http_llm_router_hide_key(data);
 }
 
 

@@ -113,6 +113,12 @@ ngx_http_llm_router_header_filter(ngx_http_request_t *r)
 
     llcf = ngx_http_get_module_loc_conf(r, ngx_http_llm_router_module);
 
+    /* the answer has come: the request to the provider was made */
+
+    if (ctx) {
+        ngx_http_llm_router_hide_key(ctx);
+    }
+
     if (!ngx_http_llm_router_on(llcf)) {
         return ngx_http_next_header_filter(r);
     }

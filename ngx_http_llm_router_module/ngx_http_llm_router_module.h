@@ -333,6 +333,9 @@ typedef struct {
     ngx_chain_t                   *client_bufs;
     ngx_list_t                     headers;
 
+    /* the provider's key, hidden once the request to it is made */
+    ngx_table_elt_t               *key_header;
+
     /* failover: the attempt running, and those made */
     ngx_http_request_t            *sr;
     ngx_http_llm_router_attempt_t  attempts[NGX_HTTP_LLM_ROUTER_ATTEMPTS_MAX];
@@ -469,6 +472,7 @@ ngx_int_t ngx_http_llm_router_triage_body(ngx_http_request_t *sr,
     ngx_http_llm_router_ctx_t *ctx, ngx_chain_t *in);
 void ngx_http_llm_router_triage_cleanup(ngx_http_llm_router_ctx_t *ctx);
 void ngx_http_llm_router_resume(ngx_http_request_t *r);
+void ngx_http_llm_router_hide_key(ngx_http_llm_router_ctx_t *ctx);
 ngx_int_t ngx_http_llm_router_auth(ngx_http_request_t *r,
     ngx_http_llm_router_model_t *model, ngx_str_t *value);
 ngx_int_t ngx_http_llm_router_triage_headers(ngx_http_request_t *r,
