@@ -51,6 +51,8 @@ static void fuzz_init(void);
 static int fuzz_feed(llmr_request_t *rq, const uint8_t *p, size_t len);
 static int fuzz_split(llmr_request_t *rq, const uint8_t *data, size_t size,
     uint32_t h);
+static void fuzz_bounded(const llmr_dialect_t *d, const uint8_t *data,
+    size_t size, uint32_t h, int rc, const llmr_features_t *f);
 static void fuzz_same(const llmr_features_t *a, const llmr_features_t *b);
 static void fuzz_feature(void *data, unsigned message, uint32_t hash);
 static int fuzz_external(void *data, const llmr_cond_t *cond);
@@ -256,6 +258,56 @@ fuzz_external(void *data, const llmr_cond_t *cond)
 }
 
 
+/*
+ * With the smallest string bound, long strings are cut: the features of
+ * their text may differ, but not the verdict (but for a model name too
+ * long to keep) nor where the rewrite splices.
+ */
+
+static void
+fuzz_bounded(const llmr_dialect_t *d, const uint8_t *data, size_t size,
+    uint32_t h, int rc, const llmr_features_t *f)
+{
+    int             rc2;
+    llmr_request_t  rq;
+
+    fuzz_assert(llmr_request_init(&rq, d, &fuzz_keywords, fuzz_history)
+                == LLMR_OK);
+    rq.hold_max = LLMR_HOLD_MIN;
+
+    rc2 = fuzz_split(&rq, data, size, h);
+
+    if (rc2 == LLMR_OK) {
+        rc2 = llmr_request_finish(&rq);
+    }
+
+    fuzz_assert(rq.hold_size <= 2 * LLMR_HOLD_MIN || rq.hold_size <= 256);
+
+    llmr_request_free(&rq);
+
+    if (rc != LLMR_OK) {
+        fuzz_assert(rc2 != LLMR_OK);
+        return;
+    }
+
+    if (rc2 != LLMR_OK) {
+        fuzz_assert(strstr(rq.error, "'model'") != NULL);
+        return;
+    }
+
+    fuzz_assert(rq.f.body_len == f->body_len
+                && rq.f.object_start == f->object_start
+                && rq.f.model_start == f->model_start
+                && rq.f.model_end == f->model_end
+                && rq.f.options_end == f->options_end
+                && rq.f.options_object == f->options_object
+                && rq.f.usage_start == f->usage_start
+                && rq.f.usage_end == f->usage_end
+                && rq.f.messages == f->messages
+                && rq.f.stream == f->stream);
+}
+
+
 int
 LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
@@ -328,6 +380,8 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     llmr_request_free(&whole);
 
     fuzz_assert(rc == rc1);
+
+    fuzz_bounded(d, data, size, h, rc1, &whole.f);
 
     if (rc != LLMR_OK) {
         fuzz_assert(rq.error[0] != '\0'

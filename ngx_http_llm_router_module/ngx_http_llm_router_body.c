@@ -35,7 +35,8 @@ static ngx_int_t ngx_http_llm_router_credentials(ngx_http_request_t *r,
     ngx_http_llm_router_ctx_t *ctx);
 static ngx_int_t ngx_http_llm_router_push_header(ngx_pool_t *pool,
     ngx_list_t *list, ngx_str_t *name, ngx_str_t *value);
-static ngx_uint_t ngx_http_llm_router_client_header(ngx_table_elt_t *h);
+static ngx_int_t ngx_http_llm_router_client_header(u_char *name,
+    size_t len);
 static ngx_int_t ngx_http_llm_router_same_dialect(ngx_http_request_t *r,
     ngx_http_llm_router_ctx_t *ctx);
 static void ngx_http_llm_router_unkey(void *data);
@@ -46,17 +47,37 @@ static ngx_http_request_body_filter_pt  ngx_http_next_request_body_filter;
 
 
 /*
- * Headers that never reach a provider: the client's credentials, and
- * Accept-Encoding, so that the answer comes uncompressed and its usage
- * can be read (nginx may still compress it for the client).
+ * Headers of the client that reach no provider: its credentials, which
+ * the model's replace; Accept-Encoding, so that the answer comes
+ * uncompressed and its usage can be read (nginx may still compress it
+ * for the client); and those that tell a provider whose account or
+ * project the operator's key bills, or that identify the client to
+ * someone else.  llm_router_pass_header keeps those of the last kind.
+ * Names are in lower case with '-': a client's "X_Api_Key" is the same
+ * header to a provider that reads '_' as '-'.
  */
 
-static ngx_str_t  ngx_http_llm_router_client_headers[] = {
-    ngx_string("authorization"),
-    ngx_string("x-api-key"),
-    ngx_string("api-key"),
-    ngx_string("accept-encoding"),
-    ngx_null_string
+typedef struct {
+    ngx_str_t                      name;
+    const char                    *keep;   /* why it cannot be passed */
+} ngx_http_llm_router_header_t;
+
+
+static ngx_http_llm_router_header_t  ngx_http_llm_router_client_headers[] = {
+    { ngx_string("authorization"),
+      "the client's credentials never reach a provider" },
+    { ngx_string("x-api-key"),
+      "the client's credentials never reach a provider" },
+    { ngx_string("api-key"),
+      "the client's credentials never reach a provider" },
+    { ngx_string("accept-encoding"),
+      "the router reads the usage of uncompressed answers" },
+    { ngx_string("openai-organization"), NULL },
+    { ngx_string("openai-project"), NULL },
+    { ngx_string("proxy-authorization"), NULL },
+    { ngx_string("x-goog-api-key"), NULL },
+    { ngx_string("cookie"), NULL },
+    { ngx_null_string, NULL }
 };
 
 
@@ -70,6 +91,51 @@ static ngx_str_t  ngx_http_llm_router_auth_headers[] = {
     ngx_string("x-api-key"),
     ngx_string("api-key")
 };
+
+
+/* llm_router_pass_header NAME: a removed header that a level keeps */
+
+char *
+ngx_http_llm_router_pass_header(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf)
+{
+    ngx_http_llm_router_loc_conf_t *llcf = conf;
+
+    ngx_int_t                      i;
+    ngx_str_t                     *value;
+    ngx_http_llm_router_header_t  *h;
+
+    value = cf->args->elts;
+
+    i = ngx_http_llm_router_client_header(value[1].data, value[1].len);
+
+    if (i == NGX_ERROR) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid header \"%V\" in "
+                           "\"llm_router_pass_header\": OpenAI-Organization, "
+                           "OpenAI-Project, Proxy-Authorization, "
+                           "x-goog-api-key or Cookie expected, the others "
+                           "pass anyway", &value[1]);
+        return NGX_CONF_ERROR;
+    }
+
+    h = &ngx_http_llm_router_client_headers[i];
+
+    if (h->keep) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"llm_router_pass_header\" cannot pass \"%V\": "
+                           "%s", &value[1], h->keep);
+        return NGX_CONF_ERROR;
+    }
+
+    if (llcf->pass_headers == NGX_CONF_UNSET_UINT) {
+        llcf->pass_headers = 0;
+    }
+
+    llcf->pass_headers |= (ngx_uint_t) 1 << i;
+
+    return NGX_CONF_OK;
+}
 
 
 ngx_int_t
@@ -158,6 +224,7 @@ ngx_http_llm_router_handler(ngx_http_request_t *r)
     hcln->data = ctx;
 
     ctx->request.classifier = llcf->classifier;
+    ctx->request.hold_max = llcf->string_buffer_size;
 
     if (llcf->triage && ngx_http_llm_router_capture(r, ctx) != NGX_OK) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
@@ -435,12 +502,14 @@ ngx_http_llm_router_decide(ngx_http_request_t *r,
     f = &ctx->request.f;
     models = lmcf->models.elts;
 
+    /* among the models the location can reach, of the request's dialect */
+
     if (llcf->pin && f->model_len && !f->model_truncated) {
-        i = llmr_model_find(lmcf->core_models, lmcf->models.nelts, f->api,
+        i = llmr_model_find(llcf->pin_models, llcf->npin, f->api,
                             f->model, f->model_len);
 
         if (i >= 0) {
-            ctx->model = &models[i];
+            ctx->model = &models[llcf->pin_index[i]];
             ngx_str_set(&ctx->rule, "client");
             return NGX_OK;
         }
@@ -808,15 +877,19 @@ static ngx_int_t
 ngx_http_llm_router_strip_headers(ngx_http_request_t *r,
     ngx_http_llm_router_ctx_t *ctx)
 {
-    ngx_uint_t        i, n;
-    ngx_list_t       *list;
-    ngx_list_part_t  *part;
-    ngx_table_elt_t  *h, *e;
+    ngx_int_t                        k;
+    ngx_uint_t                       i, n;
+    ngx_list_t                      *list;
+    ngx_list_part_t                 *part;
+    ngx_table_elt_t                 *h, *e;
+    ngx_http_llm_router_loc_conf_t  *llcf;
 
     if (ctx->headers.nalloc) {
         /* done before the triage model was asked */
         return NGX_OK;
     }
+
+    llcf = ngx_http_get_module_loc_conf(r, ngx_http_llm_router_module);
 
     list = &r->headers_in.headers;
     n = 0;
@@ -846,7 +919,10 @@ ngx_http_llm_router_strip_headers(ngx_http_request_t *r,
             i = 0;
         }
 
-        if (ngx_http_llm_router_client_header(&h[i])) {
+        k = ngx_http_llm_router_client_header(h[i].key.data, h[i].key.len);
+
+        if (k != NGX_ERROR && !(llcf->pass_headers & ((ngx_uint_t) 1 << k)))
+        {
             continue;
         }
 
@@ -884,6 +960,7 @@ ngx_http_llm_router_credentials(ngx_http_request_t *r,
 
     if (ngx_http_llm_router_auth(r, model, &auth) != NGX_OK) {
         ngx_str_set(&ctx->error, "the model has no credentials");
+        ctx->no_retry = 1;
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
@@ -967,6 +1044,19 @@ ngx_http_llm_router_auth(ngx_http_request_t *r,
         ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
                       "llm_router: the key of model \"%V\" is empty",
                       &model->name);
+        return NGX_ERROR;
+    }
+
+    /*
+     * a key computed from variables: a CR or LF would end its header and
+     * start one of the client's choosing (keys without variables were
+     * checked by nginx -t)
+     */
+
+    if (ngx_http_llm_router_has_control(key.data, key.len)) {
+        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                      "llm_router: the key of model \"%V\" has control "
+                      "characters", &model->name);
         return NGX_ERROR;
     }
 
@@ -1106,18 +1196,36 @@ ngx_http_llm_router_push_header(ngx_pool_t *pool, ngx_list_t *list,
 }
 
 
-static ngx_uint_t
-ngx_http_llm_router_client_header(ngx_table_elt_t *h)
-{
-    ngx_str_t  *name;
+/* which of the headers removed, if any, a name is: see the list */
 
-    for (name = ngx_http_llm_router_client_headers; name->len; name++) {
-        if (h->key.len == name->len
-            && ngx_strncmp(h->lowcase_key, name->data, name->len) == 0)
-        {
-            return 1;
+static ngx_int_t
+ngx_http_llm_router_client_header(u_char *name, size_t len)
+{
+    u_char                         c;
+    size_t                         k;
+    ngx_uint_t                     i;
+    ngx_http_llm_router_header_t  *h;
+
+    h = ngx_http_llm_router_client_headers;
+
+    for (i = 0; h[i].name.len; i++) {
+        if (h[i].name.len != len) {
+            continue;
+        }
+
+        for (k = 0; k < len; k++) {
+            c = ngx_tolower(name[k]);
+
+            if ((c == '_' ? '-' : c) != h[i].name.data[k]) {
+                break;
+            }
+        }
+
+        if (k == len) {
+            return i;
         }
     }
 
-    return 0;
+    return NGX_ERROR;
 }
+

@@ -9,6 +9,11 @@
  * request to a cheaper model or rejects it; in the log phase the
  * reservation is settled to the real cost.  So concurrent requests
  * never overshoot a limit by more than one request's worst case.
+ *
+ * Keys come from requests, so a client chooses them: only a request that
+ * goes takes room in the zone, the arithmetic saturates instead of
+ * wrapping around, and keys of equal hashes are told apart by their
+ * bytes wherever they sit in the tree.
  */
 
 
@@ -17,6 +22,7 @@
 
 #define NGX_HTTP_LLM_ROUTER_KEY_LEN   64
 #define NGX_HTTP_LLM_ROUTER_BUSIEST   20
+#define NGX_HTTP_LLM_ROUTER_PICO_MAX  ((uint64_t) -1)
 
 
 typedef struct {
@@ -31,15 +37,33 @@ typedef struct {
 } ngx_http_llm_router_spend_t;
 
 
-static ngx_http_llm_router_spend_t *ngx_http_llm_router_spend(
+static ngx_http_llm_router_spend_t *ngx_http_llm_router_spend_find(
+    ngx_http_llm_router_shm_t *shm, ngx_http_llm_router_budget_t *b,
+    ngx_str_t *key, ngx_uint_t hash);
+static ngx_http_llm_router_spend_t *ngx_http_llm_router_spend_add(
     ngx_http_llm_router_main_conf_t *lmcf, ngx_http_llm_router_budget_t *b,
     ngx_str_t *key, ngx_uint_t hash);
+static ngx_int_t ngx_http_llm_router_spend_cmp(ngx_uint_t budget, u_char *key,
+    size_t len, ngx_http_llm_router_spend_t *s);
+static void ngx_http_llm_router_spend_insert(ngx_rbtree_node_t *temp,
+    ngx_rbtree_node_t *node, ngx_rbtree_node_t *sentinel);
 static ngx_int_t ngx_http_llm_router_reserve_one(ngx_http_request_t *r,
     ngx_http_llm_router_ctx_t *ctx, ngx_http_llm_router_budget_t *b,
     ngx_http_llm_router_reservation_t *res);
+static ngx_int_t ngx_http_llm_router_full(ngx_http_request_t *r,
+    ngx_http_llm_router_ctx_t *ctx, ngx_http_llm_router_budget_t *b,
+    ngx_str_t *key, time_t now);
+static ngx_int_t ngx_http_llm_router_refuse(ngx_http_request_t *r,
+    ngx_http_llm_router_ctx_t *ctx, ngx_http_llm_router_budget_t *b,
+    time_t now, ngx_uint_t full);
 static uint64_t ngx_http_llm_router_worst(ngx_http_request_t *r,
     ngx_http_llm_router_ctx_t *ctx, ngx_http_llm_router_budget_t *b,
     ngx_http_llm_router_model_t *m, ngx_uint_t depth);
+static uint64_t ngx_http_llm_router_pico_add(uint64_t a, uint64_t b);
+static uint64_t ngx_http_llm_router_pico_mul(uint64_t a, uint64_t b);
+static size_t ngx_http_llm_router_key_cut(u_char *p, size_t len);
+static u_char *ngx_http_llm_router_log_escape(u_char *p, u_char *data,
+    size_t len);
 static ngx_uint_t ngx_http_llm_router_budget_hash(ngx_str_t *name);
 static void ngx_http_llm_router_spend_expire(
     ngx_http_llm_router_main_conf_t *lmcf);
@@ -56,8 +80,19 @@ static time_t  ngx_http_llm_router_period_seconds[] = { 60, 3600, 86400 };
 
 
 /*
+ * Per worker: when a full zone was last written to the error log, and
+ * when the keys of past periods were last looked for in it.  A flood of
+ * new keys would otherwise write a line, and walk the whole tree under
+ * the zone's lock, for each request.
+ */
+
+static time_t  ngx_http_llm_router_full_logged;
+static time_t  ngx_http_llm_router_expired;
+
+
+/*
  * llm_router_budget NAME key=$var limit=USD period=day action=reject
- *     [max_tokens=N];                      at http level: a definition
+ *     [max_tokens=N] [fail=closed|open];   at http level: a definition
  * llm_router_budget NAME;                  anywhere: it applies there
  */
 
@@ -187,6 +222,16 @@ ngx_http_llm_router_budget(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
             continue;
         }
 
+        if (ngx_strcmp(value[i].data, "fail=closed") == 0) {
+            b->fail_open = 0;
+            continue;
+        }
+
+        if (ngx_strcmp(value[i].data, "fail=open") == 0) {
+            b->fail_open = 1;
+            continue;
+        }
+
         if (ngx_strncmp(value[i].data, "max_tokens=", 11) == 0) {
             b->max_tokens = ngx_atoi(value[i].data + 11, value[i].len - 11);
 
@@ -237,7 +282,7 @@ ngx_http_llm_router_worst(ngx_http_request_t *r,
     ngx_http_llm_router_ctx_t *ctx, ngx_http_llm_router_budget_t *b,
     ngx_http_llm_router_model_t *m, ngx_uint_t depth)
 {
-    uint64_t                         cost, fallback;
+    uint64_t                         cost, price, tokens, fallback;
     llmr_features_t                 *f;
     ngx_http_llm_router_loc_conf_t  *llcf;
 
@@ -248,20 +293,52 @@ ngx_http_llm_router_worst(ngx_http_request_t *r,
     llcf = ngx_http_get_module_loc_conf(r, ngx_http_llm_router_module);
     f = &ctx->request.f;
 
-    /* a prompt may be written to a cache, at a price above the input's */
+    tokens = (f->max_tokens > 0) ? (uint64_t) f->max_tokens
+                                 : (uint64_t) b->max_tokens;
 
-    cost = f->prompt_tokens * ngx_max(m->price_in, m->price_cache_write)
-           + (f->max_tokens > 0 ? (uint64_t) f->max_tokens
-                                : (uint64_t) b->max_tokens)
-             * m->price_out;
+    /* no model answers more than its context window holds */
+
+    if (m->context && tokens > m->context) {
+        tokens = m->context;
+    }
+
+    /*
+     * A prompt may be written to a cache, at a price above the input's.
+     * The client chooses max_tokens: a product or a sum that wrapped
+     * around 2^64 would reserve next to nothing, so they saturate.
+     */
+
+    price = ngx_max(m->price_in, m->price_cache_write);
+
+    cost = ngx_http_llm_router_pico_add(
+               ngx_http_llm_router_pico_mul(f->prompt_tokens, price),
+               ngx_http_llm_router_pico_mul(tokens, m->price_out));
 
     if (llcf->escalate) {
-        cost += ngx_http_llm_router_worst(r, ctx, b, m->escalate, depth + 1);
+        cost = ngx_http_llm_router_pico_add(cost,
+                   ngx_http_llm_router_worst(r, ctx, b, m->escalate,
+                                             depth + 1));
     }
 
     fallback = ngx_http_llm_router_worst(r, ctx, b, m->fallback, depth + 1);
 
     return ngx_max(cost, fallback);
+}
+
+
+static uint64_t
+ngx_http_llm_router_pico_add(uint64_t a, uint64_t b)
+{
+    return (a > NGX_HTTP_LLM_ROUTER_PICO_MAX - b)
+           ? NGX_HTTP_LLM_ROUTER_PICO_MAX : a + b;
+}
+
+
+static uint64_t
+ngx_http_llm_router_pico_mul(uint64_t a, uint64_t b)
+{
+    return (b && a > NGX_HTTP_LLM_ROUTER_PICO_MAX / b)
+           ? NGX_HTTP_LLM_ROUTER_PICO_MAX : a * b;
 }
 
 
@@ -310,12 +387,12 @@ ngx_http_llm_router_reserve_one(ngx_http_request_t *r,
     ngx_http_llm_router_ctx_t *ctx, ngx_http_llm_router_budget_t *b,
     ngx_http_llm_router_reservation_t *res)
 {
-    u_char                           *p;
-    time_t                            now, reset;
-    uint64_t                          worst;
+    time_t                            now;
+    uint64_t                          worst, used;
     ngx_str_t                         key, action;
     ngx_uint_t                        period, hash;
     ngx_slab_pool_t                  *shpool;
+    ngx_http_llm_router_model_t      *model;
     ngx_http_llm_router_spend_t      *s;
     ngx_http_llm_router_main_conf_t  *lmcf;
 
@@ -325,7 +402,7 @@ ngx_http_llm_router_reserve_one(ngx_http_request_t *r,
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    key.len = ngx_min(key.len, NGX_HTTP_LLM_ROUTER_KEY_LEN);
+    key.len = ngx_http_llm_router_key_cut(key.data, key.len);
 
     now = ngx_time();
     period = now / b->period;
@@ -336,76 +413,46 @@ ngx_http_llm_router_reserve_one(ngx_http_request_t *r,
 
     ngx_shmtx_lock(&shpool->mutex);
 
-    s = ngx_http_llm_router_spend(lmcf, b, &key, hash);
+    s = ngx_http_llm_router_spend_find(lmcf->shm, b, &key, hash);
 
-    if (s == NULL) {
-        ngx_shmtx_unlock(&shpool->mutex);
-        ngx_log_error(NGX_LOG_ALERT, r->connection->log, 0,
-                      "llm_router: the zone \"%V\" is full, budget \"%V\" "
-                      "is not enforced for key \"%V\"",
-                      &lmcf->zone->shm.name, &b->name, &key);
-        return NGX_OK;
-    }
-
-    if (s->period != period) {
+    if (s && s->period != period) {
         /* a new period: what was spent before no longer counts */
         s->period = period;
         s->spent = 0;
         s->reserved = 0;
     }
 
-    worst = ngx_http_llm_router_worst(r, ctx, b, ctx->model, 0);
+    /* a key the zone does not hold has spent nothing */
 
-    if (s->spent + s->reserved + worst > b->limit && b->downgrade) {
-        worst = ngx_http_llm_router_worst(r, ctx, b, b->downgrade, 0);
+    used = s ? ngx_http_llm_router_pico_add(s->spent, s->reserved) : 0;
 
-        if (s->spent + s->reserved + worst <= b->limit) {
-            ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
-                          "llm_router: budget \"%V\" downgrades \"%V\" to "
-                          "\"%V\"", &b->name, &ctx->model->name,
-                          &b->downgrade->name);
+    model = ctx->model;
+    worst = ngx_http_llm_router_worst(r, ctx, b, model, 0);
 
-            ctx->model = b->downgrade;
-            ngx_str_set(&ctx->rule, "budget");
-
-            ngx_str_set(&action, "downgrade");
-            ngx_http_llm_router_series(lmcf->shm,
-                                       NGX_HTTP_LLM_ROUTER_SERIES_BUDGET,
-                                       &b->name, &action, NULL);
-        }
+    if (ngx_http_llm_router_pico_add(used, worst) > b->limit && b->downgrade) {
+        model = b->downgrade;
+        worst = ngx_http_llm_router_worst(r, ctx, b, model, 0);
     }
 
-    if (s->spent + s->reserved + worst > b->limit) {
+    if (ngx_http_llm_router_pico_add(used, worst) > b->limit) {
         ngx_shmtx_unlock(&shpool->mutex);
-
-        reset = (period + 1) * b->period;
-
-        p = ngx_pnalloc(r->pool, 256 + b->name.len);
-        if (p == NULL) {
-            return NGX_HTTP_INTERNAL_SERVER_ERROR;
-        }
-
-        ctx->error.data = p;
-        ctx->error.len = ngx_sprintf(p, "budget \"%V\" is spent for this "
-                                     "period; it resets in %T seconds",
-                                     &b->name, reset - now)
-                         - p;
-        ctx->retry_after = reset - now;
-        ctx->no_retry = 1;
-
-        ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
-                      "llm_router: budget \"%V\" rejects the request",
-                      &b->name);
-
-        ngx_str_set(&action, "reject");
-        ngx_http_llm_router_series(lmcf->shm,
-                                   NGX_HTTP_LLM_ROUTER_SERIES_BUDGET,
-                                   &b->name, &action, NULL);
-
-        return NGX_HTTP_TOO_MANY_REQUESTS;
+        return ngx_http_llm_router_refuse(r, ctx, b, now, 0);
     }
 
-    s->reserved += worst;
+    if (s == NULL) {
+        /* only a request that goes takes room in the zone */
+
+        s = ngx_http_llm_router_spend_add(lmcf, b, &key, hash);
+
+        if (s == NULL) {
+            ngx_shmtx_unlock(&shpool->mutex);
+            return ngx_http_llm_router_full(r, ctx, b, &key, now);
+        }
+
+        s->period = period;
+    }
+
+    s->reserved = ngx_http_llm_router_pico_add(s->reserved, worst);
     s->inflight++;
 
     ngx_shmtx_unlock(&shpool->mutex);
@@ -415,7 +462,164 @@ ngx_http_llm_router_reserve_one(ngx_http_request_t *r,
     res->reserved = worst;
     ctx->nreservations++;
 
+    if (model != ctx->model) {
+        ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
+                      "llm_router: budget \"%V\" downgrades \"%V\" to "
+                      "\"%V\"", &b->name, &ctx->model->name, &model->name);
+
+        ctx->model = model;
+        ngx_str_set(&ctx->rule, "budget");
+
+        ngx_str_set(&action, "downgrade");
+        ngx_http_llm_router_series(lmcf->shm,
+                                   NGX_HTTP_LLM_ROUTER_SERIES_BUDGET,
+                                   &b->name, &action, NULL);
+    }
+
     return NGX_OK;
+}
+
+
+/*
+ * The zone has no room for a new key, even once the keys of past periods
+ * are given back: the budget rejects the request, or with fail=open lets
+ * it go without counting it.
+ */
+
+static ngx_int_t
+ngx_http_llm_router_full(ngx_http_request_t *r,
+    ngx_http_llm_router_ctx_t *ctx, ngx_http_llm_router_budget_t *b,
+    ngx_str_t *key, time_t now)
+{
+    u_char                           *last;
+    u_char                            buf[NGX_HTTP_LLM_ROUTER_KEY_LEN * 4];
+    ngx_http_llm_router_main_conf_t  *lmcf;
+
+    if (now - ngx_http_llm_router_full_logged >= 60) {
+        ngx_http_llm_router_full_logged = now;
+
+        lmcf = ngx_http_get_module_main_conf(r, ngx_http_llm_router_module);
+        last = ngx_http_llm_router_log_escape(buf, key->data, key->len);
+
+        ngx_log_error(NGX_LOG_ALERT, r->connection->log, 0,
+                      "llm_router: the zone \"%V\" is full, budget \"%V\" "
+                      "%s new keys such as \"%*s\" (logged at most once a "
+                      "minute)", &lmcf->zone->shm.name, &b->name,
+                      b->fail_open ? "is not enforced for" : "rejects",
+                      (size_t) (last - buf), buf);
+    }
+
+    if (b->fail_open) {
+        return NGX_OK;
+    }
+
+    return ngx_http_llm_router_refuse(r, ctx, b, now, 1);
+}
+
+
+/* a 429 until the period resets: nothing goes upstream */
+
+static ngx_int_t
+ngx_http_llm_router_refuse(ngx_http_request_t *r,
+    ngx_http_llm_router_ctx_t *ctx, ngx_http_llm_router_budget_t *b,
+    time_t now, ngx_uint_t full)
+{
+    u_char                           *p;
+    time_t                            reset;
+    ngx_str_t                         action;
+    ngx_http_llm_router_main_conf_t  *lmcf;
+
+    lmcf = ngx_http_get_module_main_conf(r, ngx_http_llm_router_module);
+
+    reset = (now / b->period + 1) * b->period;
+
+    p = ngx_pnalloc(r->pool, 256 + b->name.len);
+    if (p == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    ctx->error.data = p;
+
+    if (full) {
+        p = ngx_sprintf(p, "budget \"%V\" cannot take a new key, its zone is "
+                        "full; it resets in %T seconds", &b->name,
+                        reset - now);
+
+    } else {
+        p = ngx_sprintf(p, "budget \"%V\" is spent for this period; it "
+                        "resets in %T seconds", &b->name, reset - now);
+    }
+
+    ctx->error.len = p - ctx->error.data;
+    ctx->retry_after = reset - now;
+    ctx->no_retry = 1;
+
+    ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
+                  "llm_router: budget \"%V\" rejects the request%s",
+                  &b->name, full ? ", its zone is full" : "");
+
+    ngx_str_set(&action, "reject");
+    ngx_http_llm_router_series(lmcf->shm, NGX_HTTP_LLM_ROUTER_SERIES_BUDGET,
+                               &b->name, &action, NULL);
+
+    return NGX_HTTP_TOO_MANY_REQUESTS;
+}
+
+
+/*
+ * A key is cut to 64 bytes, but not inside a UTF-8 character: the status
+ * page shows it.  When the first byte left out continues a character,
+ * the character's first bytes are left out too.
+ */
+
+static size_t
+ngx_http_llm_router_key_cut(u_char *p, size_t len)
+{
+    size_t  n;
+
+    if (len <= NGX_HTTP_LLM_ROUTER_KEY_LEN) {
+        return len;
+    }
+
+    len = NGX_HTTP_LLM_ROUTER_KEY_LEN;
+
+    if ((p[len] & 0xc0) != 0x80) {
+        return len;
+    }
+
+    for (n = len - 1; n > len - 4; n--) {
+        if ((p[n] & 0xc0) != 0x80) {
+            return (p[n] >= 0xc0) ? n : len;
+        }
+    }
+
+    return len;
+}
+
+
+/* a key in the error log: printable ASCII, the other bytes as \xFF */
+
+static u_char *
+ngx_http_llm_router_log_escape(u_char *p, u_char *data, size_t len)
+{
+    size_t         i;
+    static u_char  hex[] = "0123456789ABCDEF";
+
+    for (i = 0; i < len; i++) {
+        if (data[i] < 0x20 || data[i] > 0x7e || data[i] == '"'
+            || data[i] == '\\')
+        {
+            *p++ = '\\';
+            *p++ = 'x';
+            *p++ = hex[data[i] >> 4];
+            *p++ = hex[data[i] & 0xf];
+            continue;
+        }
+
+        *p++ = data[i];
+    }
+
+    return p;
 }
 
 
@@ -427,6 +631,7 @@ ngx_http_llm_router_settle(ngx_http_request_t *r,
 {
     ngx_uint_t                          i;
     ngx_slab_pool_t                    *shpool;
+    ngx_http_llm_router_shm_t          *shm;
     ngx_http_llm_router_spend_t        *s;
     ngx_http_llm_router_main_conf_t    *lmcf;
     ngx_http_llm_router_reservation_t  *res;
@@ -437,6 +642,7 @@ ngx_http_llm_router_settle(ngx_http_request_t *r,
 
     lmcf = ngx_http_get_module_main_conf(r, ngx_http_llm_router_module);
     shpool = (ngx_slab_pool_t *) lmcf->zone->shm.addr;
+    shm = lmcf->shm;
 
     ngx_shmtx_lock(&shpool->mutex);
 
@@ -446,10 +652,21 @@ ngx_http_llm_router_settle(ngx_http_request_t *r,
 
         if (s->period == res->period) {
             s->reserved -= ngx_min(s->reserved, res->reserved);
-            s->spent += cost;
+            s->spent = ngx_http_llm_router_pico_add(s->spent, cost);
         }
 
         s->inflight--;
+
+        /*
+         * A key that spent nothing is no different from a key never seen:
+         * its room is given back, so that requests that another budget
+         * refused, or that cost nothing, cannot fill the zone.
+         */
+
+        if (s->inflight == 0 && s->spent == 0 && s->reserved == 0) {
+            ngx_rbtree_delete(&shm->spends, &s->node);
+            ngx_slab_free_locked(shpool, s);
+        }
     }
 
     ngx_shmtx_unlock(&shpool->mutex);
@@ -458,22 +675,25 @@ ngx_http_llm_router_settle(ngx_http_request_t *r,
 }
 
 
-/* the spend of a key, made on first use; the caller holds the mutex */
+/*
+ * The spend of a key, or NULL; the caller holds the mutex.  Keys of equal
+ * hashes are ordered by their budget and bytes, as ngx_str_rbtree_lookup()
+ * does: rotations may have put any of them on either side of another.
+ */
 
 static ngx_http_llm_router_spend_t *
-ngx_http_llm_router_spend(ngx_http_llm_router_main_conf_t *lmcf,
+ngx_http_llm_router_spend_find(ngx_http_llm_router_shm_t *shm,
     ngx_http_llm_router_budget_t *b, ngx_str_t *key, ngx_uint_t hash)
 {
-    ngx_slab_pool_t              *shpool;
+    ngx_int_t                     rc;
     ngx_rbtree_node_t            *node, *sentinel;
-    ngx_http_llm_router_shm_t    *shm;
     ngx_http_llm_router_spend_t  *s;
 
-    shm = lmcf->shm;
     node = shm->spends.root;
     sentinel = shm->spends.sentinel;
 
     while (node != sentinel) {
+
         if (hash != node->key) {
             node = (hash < node->key) ? node->left : node->right;
             continue;
@@ -481,20 +701,40 @@ ngx_http_llm_router_spend(ngx_http_llm_router_main_conf_t *lmcf,
 
         s = (ngx_http_llm_router_spend_t *) node;
 
-        if (s->budget == b->hash && s->len == key->len
-            && ngx_memcmp(s->key, key->data, key->len) == 0)
-        {
+        rc = ngx_http_llm_router_spend_cmp(b->hash, key->data, key->len, s);
+
+        if (rc == 0) {
             return s;
         }
 
-        node = node->right;
+        node = (rc < 0) ? node->left : node->right;
     }
 
+    return NULL;
+}
+
+
+/* a new key's spend, in the tree; the caller holds the mutex */
+
+static ngx_http_llm_router_spend_t *
+ngx_http_llm_router_spend_add(ngx_http_llm_router_main_conf_t *lmcf,
+    ngx_http_llm_router_budget_t *b, ngx_str_t *key, ngx_uint_t hash)
+{
+    ngx_slab_pool_t              *shpool;
+    ngx_http_llm_router_shm_t    *shm;
+    ngx_http_llm_router_spend_t  *s;
+
+    shm = lmcf->shm;
     shpool = (ngx_slab_pool_t *) lmcf->zone->shm.addr;
 
     s = ngx_slab_calloc_locked(shpool, sizeof(ngx_http_llm_router_spend_t));
 
     if (s == NULL) {
+        if (ngx_http_llm_router_expired == ngx_time()) {
+            return NULL;
+        }
+
+        ngx_http_llm_router_expired = ngx_time();
         ngx_http_llm_router_spend_expire(lmcf);
 
         s = ngx_slab_calloc_locked(shpool,
@@ -509,9 +749,73 @@ ngx_http_llm_router_spend(ngx_http_llm_router_main_conf_t *lmcf,
     s->len = (u_char) key->len;
     ngx_memcpy(s->key, key->data, key->len);
 
+    /*
+     * The tree has this module's insert function for this call only, made
+     * under the lock.  The tree lives in shared memory and outlives a
+     * reload, which may load another build of the module at another
+     * address: a pointer to its code kept there could be followed by a
+     * worker that never mapped that code.  Between calls the tree keeps
+     * nginx's own function.
+     */
+
+    shm->spends.insert = ngx_http_llm_router_spend_insert;
     ngx_rbtree_insert(&shm->spends, &s->node);
+    shm->spends.insert = ngx_rbtree_insert_value;
 
     return s;
+}
+
+
+/* equal hashes: by budget, then by the key's bytes */
+
+static ngx_int_t
+ngx_http_llm_router_spend_cmp(ngx_uint_t budget, u_char *key, size_t len,
+    ngx_http_llm_router_spend_t *s)
+{
+    if (budget != s->budget) {
+        return (budget < s->budget) ? -1 : 1;
+    }
+
+    return ngx_memn2cmp(key, s->key, len, s->len);
+}
+
+
+/* ngx_str_rbtree_insert_value(), for spends */
+
+static void
+ngx_http_llm_router_spend_insert(ngx_rbtree_node_t *temp,
+    ngx_rbtree_node_t *node, ngx_rbtree_node_t *sentinel)
+{
+    ngx_int_t                      rc;
+    ngx_rbtree_node_t            **p;
+    ngx_http_llm_router_spend_t   *s, *t;
+
+    s = (ngx_http_llm_router_spend_t *) node;
+
+    for ( ;; ) {
+
+        if (node->key != temp->key) {
+            rc = (node->key < temp->key) ? -1 : 1;
+
+        } else {
+            t = (ngx_http_llm_router_spend_t *) temp;
+            rc = ngx_http_llm_router_spend_cmp(s->budget, s->key, s->len, t);
+        }
+
+        p = (rc < 0) ? &temp->left : &temp->right;
+
+        if (*p == sentinel) {
+            break;
+        }
+
+        temp = *p;
+    }
+
+    *p = node;
+    node->parent = temp;
+    node->left = sentinel;
+    node->right = sentinel;
+    ngx_rbt_red(node);
 }
 
 

@@ -32,11 +32,19 @@ static char *ngx_http_llm_router_set_api(ngx_conf_t *cf,
     ngx_http_llm_router_model_t *model, ngx_str_t *value);
 static char *ngx_http_llm_router_api(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
-static ngx_int_t ngx_http_llm_router_check_api(ngx_conf_t *cf,
+static char *ngx_http_llm_router_enable(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+static char *ngx_http_llm_router_pin(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+static ngx_int_t ngx_http_llm_router_reachable(ngx_conf_t *cf,
     ngx_http_llm_router_loc_conf_t *conf);
 static ngx_int_t ngx_http_llm_router_reaches(ngx_conf_t *cf,
     ngx_http_llm_router_loc_conf_t *conf, ngx_http_llm_router_model_t *model,
     u_char *seen, const char *how);
+static ngx_int_t ngx_http_llm_router_pinnable(ngx_conf_t *cf,
+    ngx_http_llm_router_loc_conf_t *conf, u_char *seen);
+static ngx_int_t ngx_http_llm_router_check_location(ngx_conf_t *cf,
+    ngx_http_llm_router_loc_conf_t *conf, ngx_flag_t enable);
 static char *ngx_http_llm_router_escalate_pattern(ngx_conf_t *cf,
     ngx_command_t *cmd, void *conf);
 static ngx_int_t ngx_http_llm_router_resolve_chain(ngx_conf_t *cf,
@@ -88,6 +96,13 @@ static ngx_array_t  ngx_http_llm_router_default_fallback = {
 
 static ngx_conf_num_bounds_t  ngx_http_llm_router_history_bounds = {
     ngx_conf_check_num_bounds, 0, LLMR_HISTORY_MAX
+};
+
+
+/* a model's name fits, and the bytes of a string are counted in size_t */
+
+static ngx_conf_num_bounds_t  ngx_http_llm_router_string_buffer_bounds = {
+    ngx_conf_check_num_bounds, LLMR_HOLD_MIN, 1024 * 1024 * 1024
 };
 
 
@@ -194,7 +209,7 @@ static ngx_command_t  ngx_http_llm_router_commands[] = {
 
     { ngx_string("llm_router"),
       NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_FLAG,
-      ngx_conf_set_flag_slot,
+      ngx_http_llm_router_enable,
       NGX_HTTP_LOC_CONF_OFFSET,
       offsetof(ngx_http_llm_router_loc_conf_t, enable),
       NULL },
@@ -205,6 +220,13 @@ static ngx_command_t  ngx_http_llm_router_commands[] = {
       NGX_HTTP_LOC_CONF_OFFSET,
       0,
       NULL },
+
+    { ngx_string("llm_router_string_buffer_size"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_size_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_llm_router_loc_conf_t, string_buffer_size),
+      &ngx_http_llm_router_string_buffer_bounds },
 
     { ngx_string("llm_router_history"),
       NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
@@ -319,10 +341,17 @@ static ngx_command_t  ngx_http_llm_router_commands[] = {
       NULL },
 
     { ngx_string("llm_router_pin"),
-      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_FLAG,
-      ngx_conf_set_flag_slot,
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_1MORE,
+      ngx_http_llm_router_pin,
       NGX_HTTP_LOC_CONF_OFFSET,
-      offsetof(ngx_http_llm_router_loc_conf_t, pin),
+      0,
+      NULL },
+
+    { ngx_string("llm_router_pass_header"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_http_llm_router_pass_header,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
       NULL },
 
       ngx_null_command
@@ -530,6 +559,18 @@ ngx_http_llm_router_set_url(ngx_conf_t *cf, ngx_http_llm_router_model_t *model,
     size_t     skip;
     ngx_url_t  u;
 
+    /*
+     * the URL becomes proxy_pass's request line and Host header: a space
+     * or a control character would break them, or add a header
+     */
+
+    if (ngx_strlchr(value->data, value->data + value->len, ' ')
+        || ngx_http_llm_router_has_control(value->data, value->len))
+    {
+        return "an http:// or https:// URL without spaces or control "
+               "characters expected";
+    }
+
     if (ngx_strncasecmp(value->data, (u_char *) "http://", 7) == 0) {
         skip = 7;
 
@@ -584,6 +625,21 @@ ngx_http_llm_router_set_key(ngx_conf_t *cf, ngx_http_llm_router_model_t *model,
     ngx_str_t *value)
 {
     ngx_http_compile_complex_value_t  ccv;
+
+    /*
+     * The key is a header value: a CR or LF would end the header and
+     * start one of the client's choosing.  The literal parts are all
+     * there is to check here, variable names having no control
+     * characters; the computed value is checked per request.
+     */
+
+    if (value->len == 0) {
+        return "a non-empty key expected";
+    }
+
+    if (ngx_http_llm_router_has_control(value->data, value->len)) {
+        return "a key without control characters expected";
+    }
 
     model->key = ngx_palloc(cf->pool, sizeof(ngx_http_complex_value_t));
     if (model->key == NULL) {
@@ -726,6 +782,91 @@ ngx_http_llm_router_api(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
     llcf->api_file = cf->conf_file->file.name.data;
     llcf->api_line = cf->conf_file->line;
+
+    return NGX_CONF_OK;
+}
+
+
+/* llm_router on | off: where, for the errors of locations it reaches */
+
+static char *
+ngx_http_llm_router_enable(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_llm_router_loc_conf_t *llcf = conf;
+
+    char  *rv;
+
+    rv = ngx_conf_set_flag_slot(cf, cmd, conf);
+
+    if (rv == NGX_CONF_OK) {
+        llcf->enable_file = cf->conf_file->file.name.data;
+        llcf->enable_line = cf->conf_file->line;
+    }
+
+    return rv;
+}
+
+
+/*
+ * llm_router_pin on | off | model ...: names add models to those the
+ * location can reach, resolved with them once every model is known
+ */
+
+static char *
+ngx_http_llm_router_pin(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_llm_router_loc_conf_t *llcf = conf;
+
+    ngx_str_t   *value, *name;
+    ngx_uint_t   i;
+
+    if (llcf->pin != NGX_CONF_UNSET) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    if (cf->args->nelts == 2) {
+        if (ngx_strcmp(value[1].data, "on") == 0) {
+            llcf->pin = 1;
+            return NGX_CONF_OK;
+        }
+
+        if (ngx_strcmp(value[1].data, "off") == 0) {
+            llcf->pin = 0;
+            return NGX_CONF_OK;
+        }
+    }
+
+    llcf->pin_names = ngx_array_create(cf->pool, cf->args->nelts - 1,
+                                       sizeof(ngx_str_t));
+    if (llcf->pin_names == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    for (i = 1; i < cf->args->nelts; i++) {
+
+        if (ngx_strcmp(value[i].data, "on") == 0
+            || ngx_strcmp(value[i].data, "off") == 0)
+        {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "invalid value \"%V\" in \"llm_router_pin\": "
+                               "\"on\", \"off\" or model names expected",
+                               &value[i]);
+            return NGX_CONF_ERROR;
+        }
+
+        name = ngx_array_push(llcf->pin_names);
+        if (name == NULL) {
+            return NGX_CONF_ERROR;
+        }
+
+        *name = value[i];
+    }
+
+    llcf->pin = 1;
+    llcf->pin_file = cf->conf_file->file.name.data;
+    llcf->pin_line = cf->conf_file->line;
 
     return NGX_CONF_OK;
 }
@@ -876,6 +1017,17 @@ ngx_http_llm_router_set_key_file(ngx_conf_t *cf,
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                            "\"key_file\" of llm_router_model \"%V\": "
                            "\"%s\" is empty", &model->name, path.data);
+        return NGX_CONF_ERROR;
+    }
+
+    /* what is left is sent as a header value: see set_key */
+
+    if (ngx_http_llm_router_has_control(p, last - p)) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"key_file\" of llm_router_model \"%V\": "
+                           "\"%s\" holds a control character in its key "
+                           "(only trailing white space is removed)",
+                           &model->name, path.data);
         return NGX_CONF_ERROR;
     }
 
@@ -1327,6 +1479,11 @@ ngx_http_llm_router_explain(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     llcf->explain = 1;
     llcf->content = ngx_http_llm_router_explain_handler;
 
+    if (llcf->enable_file == NULL) {
+        llcf->enable_file = cf->conf_file->file.name.data;
+        llcf->enable_line = cf->conf_file->line;
+    }
+
     clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
     clcf->handler = llcf->content;
 
@@ -1440,6 +1597,23 @@ ngx_http_llm_router_find(ngx_array_t *a, ngx_str_t *name)
     }
 
     return NGX_ERROR;
+}
+
+
+/* bytes that a header value or a request line must not hold */
+
+ngx_uint_t
+ngx_http_llm_router_has_control(u_char *p, size_t len)
+{
+    u_char  *last;
+
+    for (last = p + len; p < last; p++) {
+        if (*p < 0x20 || *p == 0x7f) {
+            return 1;
+        }
+    }
+
+    return 0;
 }
 
 
@@ -1731,7 +1905,9 @@ ngx_http_llm_router_create_loc_conf(ngx_conf_t *cf)
     llcf->escalate_patterns = NGX_CONF_UNSET_PTR;
     llcf->escalate_require = NGX_CONF_UNSET_PTR;
     llcf->pin = NGX_CONF_UNSET;
+    llcf->pass_headers = NGX_CONF_UNSET_UINT;
     llcf->history = NGX_CONF_UNSET;
+    llcf->string_buffer_size = NGX_CONF_UNSET_SIZE;
     llcf->triage = NGX_CONF_UNSET_PTR;
     llcf->api = NGX_CONF_UNSET_UINT;
 
@@ -1745,7 +1921,16 @@ ngx_http_llm_router_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     ngx_http_llm_router_loc_conf_t *prev = parent;
     ngx_http_llm_router_loc_conf_t *conf = child;
 
+    ngx_flag_t                 enable;
     ngx_http_core_loc_conf_t  *clcf;
+
+    /* as set at this level, if it is */
+    enable = conf->enable;
+
+    if (conf->enable == NGX_CONF_UNSET && conf->enable_file == NULL) {
+        conf->enable_file = prev->enable_file;
+        conf->enable_line = prev->enable_line;
+    }
 
     ngx_conf_merge_value(conf->enable, prev->enable, 0);
     /* not inherited: only the location itself answers with its decision */
@@ -1762,7 +1947,17 @@ ngx_http_llm_router_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     if (conf->classifier == NGX_CONF_UNSET_PTR) {
         conf->classifier = NULL;
     }
-    ngx_conf_merge_value(conf->pin, prev->pin, 1);
+
+    if (conf->pin == NGX_CONF_UNSET) {
+        conf->pin = (prev->pin == NGX_CONF_UNSET) ? 1 : prev->pin;
+        conf->pin_names = prev->pin_names;
+        conf->pin_file = prev->pin_file;
+        conf->pin_line = prev->pin_line;
+    }
+
+    /* like the rules: the headers a level passes replace inherited ones */
+    ngx_conf_merge_uint_value(conf->pass_headers, prev->pass_headers, 0);
+
     ngx_conf_merge_ptr_value(conf->fallback_status, prev->fallback_status,
                              &ngx_http_llm_router_default_fallback);
 
@@ -1788,6 +1983,8 @@ ngx_http_llm_router_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     ngx_conf_merge_ptr_value(conf->escalate_require, prev->escalate_require,
                              NULL);
     ngx_conf_merge_value(conf->history, prev->history, 6);
+    ngx_conf_merge_size_value(conf->string_buffer_size,
+                              prev->string_buffer_size, LLMR_HOLD_MAX);
 
     if (conf->api == NGX_CONF_UNSET_UINT) {
         conf->api = (prev->api == NGX_CONF_UNSET_UINT) ? LLMR_APIS
@@ -1815,7 +2012,8 @@ ngx_http_llm_router_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     }
 
     if (ngx_http_llm_router_resolve(cf, conf) != NGX_OK
-        || ngx_http_llm_router_check_api(cf, conf) != NGX_OK)
+        || ngx_http_llm_router_reachable(cf, conf) != NGX_OK
+        || ngx_http_llm_router_check_location(cf, conf, enable) != NGX_OK)
     {
         return NGX_CONF_ERROR;
     }
@@ -1856,25 +2054,25 @@ ngx_http_llm_router_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
 
 
 /*
- * A location of one dialect must not reach a model of another: by a
- * rule, its default, a budget's downgrade, or the fallbacks and
- * escalations of any of these.
+ * The models a location can route to: by a rule, its default, a
+ * budget's downgrade, the models llm_router_pin names, and the
+ * fallbacks and escalations of any of these.  A location of one dialect
+ * must reach no model of another, and a client pins only these: a name
+ * in the body does not open every model of the http block.
  */
 
 static ngx_int_t
-ngx_http_llm_router_check_api(ngx_conf_t *cf,
+ngx_http_llm_router_reachable(ngx_conf_t *cf,
     ngx_http_llm_router_loc_conf_t *conf)
 {
     u_char                           *seen;
-    ngx_uint_t                        i;
+    ngx_int_t                         m;
+    ngx_str_t                        *name;
+    ngx_uint_t                        i, on;
     llmr_rule_t                      *rule;
     ngx_http_llm_router_model_t      *model;
     ngx_http_llm_router_budget_t    **budget;
     ngx_http_llm_router_main_conf_t  *lmcf;
-
-    if (conf->api == LLMR_APIS || !ngx_http_llm_router_on(conf)) {
-        return NGX_OK;
-    }
 
     lmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_llm_router_module);
     model = lmcf->models.elts;
@@ -1884,16 +2082,19 @@ ngx_http_llm_router_check_api(ngx_conf_t *cf,
         return NGX_ERROR;
     }
 
-    if (ngx_http_llm_router_reaches(cf, conf, conf->default_model, seen,
-                                    "llm_router_default")
-        != NGX_OK)
+    on = ngx_http_llm_router_on(conf);
+
+    if (on
+        && ngx_http_llm_router_reaches(cf, conf, conf->default_model, seen,
+                                       "llm_router_default")
+           != NGX_OK)
     {
         return NGX_ERROR;
     }
 
     rule = conf->rules ? conf->rules->elts : NULL;
 
-    for (i = 0; rule && i < conf->rules->nelts; i++) {
+    for (i = 0; on && rule && i < conf->rules->nelts; i++) {
         if (ngx_http_llm_router_reaches(cf, conf, &model[rule[i].model],
                                         seen, "llm_router_rule")
             != NGX_OK)
@@ -1904,7 +2105,7 @@ ngx_http_llm_router_check_api(ngx_conf_t *cf,
 
     budget = conf->budgets ? conf->budgets->elts : NULL;
 
-    for (i = 0; budget && i < conf->budgets->nelts; i++) {
+    for (i = 0; on && budget && i < conf->budgets->nelts; i++) {
         if (ngx_http_llm_router_reaches(cf, conf, budget[i]->downgrade,
                                         seen, "llm_router_budget")
             != NGX_OK)
@@ -1913,7 +2114,35 @@ ngx_http_llm_router_check_api(ngx_conf_t *cf,
         }
     }
 
-    return NGX_OK;
+    /* the names are checked wherever they are inherited, like the rules */
+
+    name = conf->pin_names ? conf->pin_names->elts : NULL;
+
+    for (i = 0; name && i < conf->pin_names->nelts; i++) {
+        m = ngx_http_llm_router_find(&lmcf->models, &name[i]);
+
+        if (m == NGX_ERROR) {
+            ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
+                          "unknown model \"%V\" in \"llm_router_pin\" "
+                          "in %s:%ui", &name[i], conf->pin_file,
+                          conf->pin_line);
+            return NGX_ERROR;
+        }
+
+        if (on
+            && ngx_http_llm_router_reaches(cf, conf, &model[m], seen,
+                                           "llm_router_pin")
+               != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
+    }
+
+    if (!on || !conf->pin) {
+        return NGX_OK;
+    }
+
+    return ngx_http_llm_router_pinnable(cf, conf, seen);
 }
 
 
@@ -1936,7 +2165,9 @@ ngx_http_llm_router_reaches(ngx_conf_t *cf,
 
     seen[model - (ngx_http_llm_router_model_t *) lmcf->models.elts] = 1;
 
-    if (model->dialect->api != conf->api) {
+    /* with "auto", the dialect is checked per request instead */
+
+    if (conf->api != LLMR_APIS && model->dialect->api != conf->api) {
         ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
                       "\"llm_router_api %V\" can reach model \"%V\" of "
                       "\"api %V\" by %s in %s:%ui",
@@ -1955,6 +2186,119 @@ ngx_http_llm_router_reaches(ngx_conf_t *cf,
 
     return ngx_http_llm_router_reaches(cf, conf, model->escalate, seen,
                                        "escalate");
+}
+
+
+/*
+ * The models a client may pin, in the order they are declared, for
+ * llmr_model_find(): the first name that matches wins, as among all.
+ */
+
+static ngx_int_t
+ngx_http_llm_router_pinnable(ngx_conf_t *cf,
+    ngx_http_llm_router_loc_conf_t *conf, u_char *seen)
+{
+    ngx_uint_t                        i, n;
+    ngx_http_llm_router_main_conf_t  *lmcf;
+
+    lmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_llm_router_module);
+
+    n = 0;
+
+    for (i = 0; i < lmcf->models.nelts; i++) {
+        n += seen[i];
+    }
+
+    conf->pin_models = ngx_pcalloc(cf->pool, (n + 1) * sizeof(llmr_model_t));
+    conf->pin_index = ngx_pcalloc(cf->pool, (n + 1) * sizeof(ngx_uint_t));
+
+    if (conf->pin_models == NULL || conf->pin_index == NULL) {
+        return NGX_ERROR;
+    }
+
+    n = 0;
+
+    for (i = 0; i < lmcf->models.nelts; i++) {
+        if (seen[i]) {
+            conf->pin_models[n] = lmcf->core_models[i];
+            conf->pin_index[n] = i;
+            n++;
+        }
+    }
+
+    conf->npin = n;
+
+    return NGX_OK;
+}
+
+
+/*
+ * What a location where the router is on must not be: where a request
+ * fails whatever it holds.  Only locations are checked, not the server
+ * level, which its locations inherit.
+ */
+
+static ngx_int_t
+ngx_http_llm_router_check_location(ngx_conf_t *cf,
+    ngx_http_llm_router_loc_conf_t *conf, ngx_flag_t enable)
+{
+    ngx_http_core_loc_conf_t  *clcf;
+
+    clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
+
+    if (clcf->name.len == 0 || !ngx_http_llm_router_on(conf)) {
+        return NGX_OK;
+    }
+
+    /* llm_router_explain turns the router on itself: one of them errs */
+
+    if (conf->content == ngx_http_llm_router_explain_handler && enable == 1) {
+        ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
+                      "\"llm_router on\" and \"llm_router_explain\" are in "
+                      "the same location \"%V\" in %s:%ui", &clcf->name,
+                      conf->enable_file, conf->enable_line);
+        return NGX_ERROR;
+    }
+
+    /* the router would read the status requests, and refuse them */
+
+    if (conf->content == ngx_http_llm_router_status_handler) {
+        if (enable == 1) {
+            ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
+                          "\"llm_router on\" and \"llm_router_status\" are "
+                          "in the same location \"%V\" in %s:%ui",
+                          &clcf->name, conf->enable_file, conf->enable_line);
+
+        } else {
+            ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
+                          "\"llm_router on\" and \"llm_router_status\" are "
+                          "in the same location \"%V\": the router is on "
+                          "by %s:%ui, \"llm_router off\" is needed in the "
+                          "location", &clcf->name, conf->enable_file,
+                          conf->enable_line);
+        }
+
+        return NGX_ERROR;
+    }
+
+    /* a rule always has conditions, which a request may match none of */
+
+    if (conf->default_model == NULL) {
+        ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
+                      "%s in location \"%V\" without "
+                      "\"llm_router_default\"%s, in %s:%ui",
+                      conf->enable ? "\"llm_router\" is on"
+                                   : "\"llm_router_explain\" is",
+                      &clcf->name,
+                      conf->rules ? ": a request that no rule matches "
+                                    "would be answered 500"
+                                  : " or \"llm_router_rule\": every "
+                                    "request would be answered 500",
+                      conf->enable_file, conf->enable_line);
+        return NGX_ERROR;
+    }
+
+    return NGX_OK;
 }
 
 

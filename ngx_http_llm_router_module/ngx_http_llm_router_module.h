@@ -143,6 +143,7 @@ typedef struct {
     struct ngx_http_llm_router_model_s  *downgrade;
     ngx_int_t                      max_tokens;    /* without max_tokens */
     unsigned                       action_set:1;
+    unsigned                       fail_open:1;   /* a full zone lets go */
 } ngx_http_llm_router_budget_t;
 
 #define NGX_HTTP_LLM_ROUTER_BUDGETS_MAX   4
@@ -280,9 +281,22 @@ typedef struct {
     ngx_uint_t                     api_line;
 
     ngx_flag_t                     enable;
+    u_char                        *enable_file;  /* where it was turned on */
+    ngx_uint_t                     enable_line;
     ngx_flag_t                     explain;
-    ngx_flag_t                     pin;
     ngx_int_t                      history;
+    size_t                         string_buffer_size;
+
+    /* the models a client may pin: those the location can reach */
+    ngx_flag_t                     pin;
+    ngx_array_t                   *pin_names;    /* ngx_str_t, widening */
+    u_char                        *pin_file;
+    ngx_uint_t                     pin_line;
+    llmr_model_t                  *pin_models;   /* in the order declared */
+    ngx_uint_t                    *pin_index;    /* of each in the models */
+    ngx_uint_t                     npin;
+
+    ngx_uint_t                     pass_headers; /* kept, a bit each */
 } ngx_http_llm_router_loc_conf_t;
 
 
@@ -456,6 +470,9 @@ u_char *ngx_http_llm_router_prom_escape(u_char *p, u_char *data,
     size_t len);
 ngx_int_t ngx_http_llm_router_check_label(ngx_conf_t *cf, ngx_str_t *name);
 ngx_int_t ngx_http_llm_router_find(ngx_array_t *a, ngx_str_t *name);
+ngx_uint_t ngx_http_llm_router_has_control(u_char *p, size_t len);
+char *ngx_http_llm_router_pass_header(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
 ngx_int_t ngx_http_llm_router_status_handler(ngx_http_request_t *r);
 char *ngx_http_llm_router_triage(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);

@@ -4,7 +4,9 @@
  *
  * llm_router_status: the metrics of the shared zone in the Prometheus
  * text format, or as JSON with ?format=json.  Labels come from the
- * configuration (models, rules, reasons, statuses), never from requests.
+ * configuration (models, rules, reasons, statuses), never from requests,
+ * but for the keys of budgets.  Both are UTF-8, whatever bytes a label
+ * holds.
  */
 
 
@@ -46,6 +48,13 @@ static u_char *ngx_http_llm_router_prom_label(u_char *p,
     ngx_http_llm_router_label_t *l);
 static u_char *ngx_http_llm_router_json_label(u_char *p,
     ngx_http_llm_router_label_t *l);
+static u_char *ngx_http_llm_router_utf8_escape(u_char *p, u_char *data,
+    size_t len, u_char *(*escape)(u_char *p, u_char *data, size_t len));
+static u_char *ngx_http_llm_router_prom_ascii(u_char *p, u_char *data,
+    size_t len);
+static u_char *ngx_http_llm_router_json_ascii(u_char *p, u_char *data,
+    size_t len);
+static size_t ngx_http_llm_router_utf8(u_char *p, u_char *last);
 static ngx_msec_int_t ngx_http_llm_router_cooldown_left(
     ngx_http_llm_router_shm_model_t *e);
 
@@ -73,7 +82,8 @@ static ngx_http_llm_router_metric_t  ngx_http_llm_router_metrics[] = {
 
 /*
  * A line of a series at most: three labels, their names, a number; a
- * label escaped for JSON is at most six times as long (\u0001).
+ * label escaped for JSON is at most six times as long (\u0001), and a
+ * byte that is not UTF-8 takes five (\\xFF).
  */
 
 #define NGX_HTTP_LLM_ROUTER_LINE                                              \
@@ -559,6 +569,14 @@ ngx_http_llm_router_prom_label(u_char *p, ngx_http_llm_router_label_t *l)
 u_char *
 ngx_http_llm_router_prom_escape(u_char *p, u_char *data, size_t len)
 {
+    return ngx_http_llm_router_utf8_escape(p, data, len,
+                                           ngx_http_llm_router_prom_ascii);
+}
+
+
+static u_char *
+ngx_http_llm_router_prom_ascii(u_char *p, u_char *data, size_t len)
+{
     size_t  i;
 
     for (i = 0; i < len; i++) {
@@ -582,10 +600,112 @@ static u_char *
 ngx_http_llm_router_json_label(u_char *p, ngx_http_llm_router_label_t *l)
 {
     *p++ = '"';
-    p = llmr_json_escape(p, l->data, l->len);
+    p = ngx_http_llm_router_utf8_escape(p, l->data, l->len,
+                                        ngx_http_llm_router_json_ascii);
     *p++ = '"';
 
     return p;
+}
+
+
+static u_char *
+ngx_http_llm_router_json_ascii(u_char *p, u_char *data, size_t len)
+{
+    return llmr_json_escape(p, data, len);
+}
+
+
+/*
+ * A scrape with one byte that is not UTF-8 is refused whole by
+ * Prometheus, and is not JSON: such a byte, from a key a client sent or
+ * from nginx.conf, is written as the text \xFF, its backslash escaped as
+ * both formats escape one.  Well-formed characters are escaped by the
+ * format's function, which leaves the bytes above 0x7f as they are.
+ */
+
+static u_char *
+ngx_http_llm_router_utf8_escape(u_char *p, u_char *data, size_t len,
+    u_char *(*escape)(u_char *p, u_char *data, size_t len))
+{
+    size_t         n;
+    u_char        *run, *last;
+    static u_char  hex[] = "0123456789ABCDEF";
+
+    run = data;
+    last = data + len;
+
+    while (data < last) {
+        n = (*data < 0x80) ? 1 : ngx_http_llm_router_utf8(data, last);
+
+        if (n) {
+            data += n;
+            continue;
+        }
+
+        p = escape(p, run, data - run);
+
+        *p++ = '\\';
+        *p++ = '\\';
+        *p++ = 'x';
+        *p++ = hex[*data >> 4];
+        *p++ = hex[*data & 0xf];
+
+        run = ++data;
+    }
+
+    return escape(p, run, data - run);
+}
+
+
+/*
+ * The length of the well-formed UTF-8 character at p, or 0: not overlong,
+ * not a surrogate, not above U+10FFFF, not cut by the end.
+ */
+
+static size_t
+ngx_http_llm_router_utf8(u_char *p, u_char *last)
+{
+    size_t    i, n;
+    uint32_t  c, min;
+
+    c = *p;
+
+    if (c >= 0xc2 && c <= 0xdf) {
+        n = 2;
+        c &= 0x1f;
+        min = 0x80;
+
+    } else if (c >= 0xe0 && c <= 0xef) {
+        n = 3;
+        c &= 0x0f;
+        min = 0x800;
+
+    } else if (c >= 0xf0 && c <= 0xf4) {
+        n = 4;
+        c &= 0x07;
+        min = 0x10000;
+
+    } else {
+        return 0;
+    }
+
+    if ((size_t) (last - p) < n) {
+        return 0;
+    }
+
+    for (i = 1; i < n; i++) {
+        if ((p[i] & 0xc0) != 0x80) {
+            return 0;
+        }
+
+        c = (c << 6) | (p[i] & 0x3f);
+    }
+
+    if (c < min || c > 0x10ffff || (c >= 0xd800 && c <= 0xdfff)) {
+        return 0;
+    }
+
+    return n;
 }
 
 

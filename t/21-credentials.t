@@ -43,6 +43,7 @@ server {
     location = /v1/chat/completions {
         llm_router on;
         llm_router_default open;
+        llm_router_pin bearer xkey akey var file dead;    # by the client
         access_log %%PREFIX%%/llm.log llm;
         proxy_pass $llm_router_url;
     }

@@ -25,6 +25,7 @@ server {
     location = /v1/chat/completions {
         llm_router on;
         llm_router_default mini;
+        llm_router_pin large free;              # clients pin them too
         access_log %%PREFIX%%/vars.log vars;    # first: written when llm.log is
         access_log %%PREFIX%%/llm.log llm;
         proxy_pass $llm_router_url;

@@ -39,6 +39,7 @@ server {
     listen 127.0.0.1:%%PORT%%;
 
     llm_router_default mini;
+    llm_router_pin dead lastdead rl_json rl_stream ctx;    # the tests pin them
     proxy_http_version 1.1;
     proxy_set_header Connection "";
     proxy_buffering off;

@@ -40,6 +40,7 @@ server {
     listen 127.0.0.1:%%PORT%%;
 
     llm_router_default mini;
+    llm_router_pin short dflt dated zero soon reload c1 d1;     # by the tests
     proxy_http_version 1.1;
     proxy_set_header Connection "";
     proxy_buffering off;

@@ -456,6 +456,7 @@ server {
         llm_router_escalate on;
         llm_router_rule "r\\"1\\\\" \$http_x_r=1 "q\\"u\\\\o\\n";
         llm_router_default "q\\"u\\\\o\\n";
+        llm_router_pin $long_a $long_b free;     # the tests pin them
         proxy_pass \$llm_router_url;
     }
 
@@ -517,14 +518,15 @@ $w->stop;
 # are not
 my $f = LLMRouterTest->new;
 $f->mock('mini', key => 'sk-mini');
+my $pins = join ' ', 'last', map { "m$_" } 1 .. 129;
 $f->config(join('', map { "llm_router_model m$_ { url %%URL_mini%%; model gpt-4o-mini; key sk-mini; price 1 1; }\n" } 1 .. 129)
-           . <<'EOF')->run;
+           . (<<'EOF' =~ s/%%PINS%%/$pins/r))->run;
 llm_router_zone llm 1m;
 llm_router_model last { url %%URL_mini%%; model gpt-4o-mini; key sk-mini; fallback m1; }
 server {
     listen 127.0.0.1:%%PORT%%;
     %%ROUTE_HEADERS%%
-    location = /v1/chat/completions { llm_router on; llm_router_default m1; proxy_pass $llm_router_url; }
+    location = /v1/chat/completions { llm_router on; llm_router_default m1; llm_router_pin %%PINS%%; proxy_pass $llm_router_url; }
     location = /metrics { llm_router_status; }
 }
 EOF
@@ -559,7 +561,7 @@ llm_router_zone llm 1m;
 server {
     listen 127.0.0.1:%%PORT%%;
     %%ROUTE_HEADERS%%
-    location = /v1/chat/completions { llm_router on; llm_router_default zcicetrztt; proxy_pass $llm_router_url; }
+    location = /v1/chat/completions { llm_router on; llm_router_default zcicetrztt; llm_router_pin klaymoqwfs; proxy_pass $llm_router_url; }
     location = /metrics { llm_router_status; }
 }
 EOF2

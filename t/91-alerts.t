@@ -50,6 +50,7 @@ server {
         llm_router on;
         llm_router_escalate on;
         llm_router_default mini;
+        llm_router_pin solo;                    # the tests pin it
         access_log %%PREFIX%%/llm.log status;
         proxy_pass \$llm_router_url;
     }

@@ -27,6 +27,9 @@
 #define LLMR_MODEL_NAME_MAX  256
 #define LLMR_ERROR_MAX       160
 #define LLMR_LABEL_MAX       32
+#define LLMR_HOLD_MAX        65536
+#define LLMR_HOLD_MIN        1024
+#define LLMR_TOKEN_MAX       4096
 
 /* an offset that has not been seen yet */
 #define LLMR_NO_OFFSET       UINT64_MAX
@@ -271,12 +274,23 @@ struct llmr_request_s {
     uint64_t               key_end;
     uint64_t              *value_start;
 
-    /* a string cut by the end of a chunk, given to yajl once complete */
+    /*
+     * a string cut by the end of a chunk, given to yajl once complete;
+     * of a string longer than hold_max, the head is kept and the rest
+     * checked and counted
+     */
     unsigned char         *hold;
     size_t                 hold_len;
     size_t                 hold_size;
+    size_t                 hold_max;        /* set after llmr_request_init */
+    uint64_t               skipped;         /* bytes of it not kept */
+    size_t                 token_len;       /* a number cut, so far */
     unsigned               in_string:1;
     unsigned               escaped:1;
+    unsigned               skipping:1;
+    unsigned               skip_escape:1;
+    unsigned               skip_hex:3;      /* digits of \uXXXX to come */
+    unsigned               skip_utf8:2;     /* continuation bytes to come */
 
     unsigned               depth;
     unsigned               seen;            /* top-level keys, a bit each */

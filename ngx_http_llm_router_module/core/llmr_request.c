@@ -46,6 +46,14 @@ static size_t llmr_string_close(llmr_request_t *rq, const unsigned char *p,
     size_t len);
 static int llmr_hold(llmr_request_t *rq, const unsigned char *p,
     size_t len);
+static int llmr_keep(llmr_request_t *rq, const unsigned char *p,
+    size_t len);
+static size_t llmr_hold_cut(llmr_request_t *rq);
+static int llmr_skip(llmr_request_t *rq, const unsigned char *p,
+    size_t len);
+static int llmr_held(llmr_request_t *rq);
+static int llmr_token_cut(llmr_request_t *rq, const unsigned char *p,
+    size_t len, int open);
 static void llmr_locate(llmr_request_t *rq, uint64_t *start);
 static void llmr_locate_value(llmr_request_t *rq, size_t upto);
 static void llmr_text(llmr_request_t *rq, llmr_text_e kind,
@@ -153,6 +161,7 @@ llmr_request_init(llmr_request_t *rq, const llmr_dialect_t *d,
     rq->f.options_object = LLMR_NO_OFFSET;
     rq->f.usage_start = LLMR_NO_OFFSET;
     rq->f.usage_end = LLMR_NO_OFFSET;
+    rq->hold_max = LLMR_HOLD_MAX;
 
     rq->yajl = yajl_alloc(&llmr_callbacks, NULL, rq);
     if (rq->yajl == NULL) {
@@ -208,17 +217,19 @@ llmr_request_feed(llmr_request_t *rq, const unsigned char *p, size_t len)
             return LLMR_OK;
         }
 
-        if (llmr_parse(rq, rq->hold, rq->hold_len) != LLMR_OK) {
+        if (llmr_held(rq) != LLMR_OK) {
             return LLMR_ERROR;
         }
-
-        rq->hold_len = 0;
 
         p += n;
         len -= n;
     }
 
     n = llmr_string_open(rq, p, len);
+
+    if (llmr_token_cut(rq, p, n, n == len) != LLMR_OK) {
+        return LLMR_ERROR;
+    }
 
     if (n && llmr_parse(rq, p, n) != LLMR_OK) {
         return LLMR_ERROR;
@@ -340,8 +351,65 @@ llmr_string_close(llmr_request_t *rq, const unsigned char *p, size_t len)
 }
 
 
+/*
+ * The bytes of a string, from its opening quote, up to its closing quote
+ * if it has come.  Past hold_max the head of the string is kept, cut
+ * where a character starts and no escape is open, and the rest is
+ * checked as yajl would check it and counted, but not kept: the memory
+ * a request holds is bounded whatever its body.
+ */
+
 static int
 llmr_hold(llmr_request_t *rq, const unsigned char *p, size_t len)
+{
+    size_t  room, cut;
+
+    if (!rq->skipping && rq->hold_len + len <= rq->hold_max) {
+        return llmr_keep(rq, p, len);
+    }
+
+    if (!rq->skipping) {
+        room = rq->hold_max - rq->hold_len;
+
+        if (llmr_keep(rq, p, room) != LLMR_OK) {
+            return LLMR_ERROR;
+        }
+
+        p += room;
+        len -= room;
+
+        /* the kept bytes past the cut are skipped with the others */
+
+        cut = llmr_hold_cut(rq);
+
+        rq->skipping = 1;
+        rq->skip_escape = 0;
+        rq->skip_hex = 0;
+        rq->skip_utf8 = 0;
+
+        room = rq->hold_len - cut;
+        rq->hold_len = cut;
+
+        if (llmr_skip(rq, rq->hold + cut, room) != LLMR_OK) {
+            return LLMR_ERROR;
+        }
+    }
+
+    if (llmr_skip(rq, p, len) != LLMR_OK) {
+        return LLMR_ERROR;
+    }
+
+    if (!rq->in_string) {
+        /* the closing quote, checked by llmr_skip(), ends the kept head */
+        return llmr_keep(rq, (const unsigned char *) "\"", 1);
+    }
+
+    return LLMR_OK;
+}
+
+
+static int
+llmr_keep(llmr_request_t *rq, const unsigned char *p, size_t len)
 {
     size_t          size;
     unsigned char  *hold;
@@ -370,6 +438,204 @@ llmr_hold(llmr_request_t *rq, const unsigned char *p, size_t len)
 }
 
 
+/* the last place in the held head where a character starts, not escaped */
+
+static size_t
+llmr_hold_cut(llmr_request_t *rq)
+{
+    size_t          i, cut;
+    unsigned        hex;
+    unsigned char   c;
+
+    cut = 1;
+    hex = 0;
+
+    for (i = 1; i < rq->hold_len; i++) {
+        c = rq->hold[i];
+
+        if (hex) {
+            hex = (hex == 6) ? ((c == 'u') ? 4 : 0) : hex - 1;
+            continue;
+        }
+
+        if (c == '\\') {
+            cut = i;
+            hex = 6;            /* the byte escaped, and \uXXXX's digits */
+            continue;
+        }
+
+        if (!(llmr_ctype[c] & LLMR_CT_CONT)) {
+            cut = i;
+        }
+    }
+
+    return cut;
+}
+
+
+/*
+ * Bytes of a string that are not kept: what yajl would refuse in them is
+ * refused (a control character, an escape that is none, a broken UTF-8
+ * sequence), and they are counted for the token estimate.  The closing
+ * quote, if there, is the last byte.
+ */
+
+static int
+llmr_skip(llmr_request_t *rq, const unsigned char *p, size_t len)
+{
+    size_t         i;
+    unsigned char  c;
+
+    for (i = 0; i < len; i++) {
+        c = p[i];
+
+        if (rq->skip_hex) {
+            if (!((c >= '0' && c <= '9') || ((c | 0x20) >= 'a'
+                                             && (c | 0x20) <= 'f')))
+            {
+                goto invalid;
+            }
+
+            rq->skip_hex--;
+
+        } else if (rq->skip_escape) {
+            rq->skip_escape = 0;
+
+            if (c == 'u') {
+                rq->skip_hex = 4;
+
+            } else if (strchr("\"\\/bfnrt", c) == NULL || c == '\0') {
+                goto invalid;
+            }
+
+        } else if (rq->skip_utf8) {
+            if ((c & 0xc0) != 0x80) {
+                goto utf8;
+            }
+
+            rq->skip_utf8--;
+
+        } else if (c == '"') {
+            /* the end: llmr_string_close() found it */
+            return LLMR_OK;
+
+        } else if (c == '\\') {
+            rq->skip_escape = 1;
+
+        } else if (c < 0x20) {
+            goto invalid;
+
+        } else if (c >= 0x80) {
+            if ((c >> 5) == 0x06) {
+                rq->skip_utf8 = 1;
+
+            } else if ((c >> 4) == 0x0e) {
+                rq->skip_utf8 = 2;
+
+            } else if ((c >> 3) == 0x1e) {
+                rq->skip_utf8 = 3;
+
+            } else {
+                goto utf8;
+            }
+        }
+
+        rq->skipped++;
+    }
+
+    return LLMR_OK;
+
+invalid:
+
+    snprintf(rq->error, LLMR_ERROR_MAX,
+             "request body is not valid JSON (at byte %llu): invalid "
+             "character in string",
+             (unsigned long long) (rq->base + rq->hold_len + rq->skipped));
+    return LLMR_ERROR;
+
+utf8:
+
+    snprintf(rq->error, LLMR_ERROR_MAX,
+             "request body is not valid UTF-8 (at byte %llu)",
+             (unsigned long long) (rq->base + rq->hold_len + rq->skipped));
+    return LLMR_ERROR;
+}
+
+
+/*
+ * yajl keeps a token that the end of a chunk cuts until it ends: a
+ * number or a literal, unlike a string, has no reason to be long, and
+ * one that runs on across chunks past LLMR_TOKEN_MAX is refused.
+ */
+
+#define llmr_token_byte(c)                                                    \
+    ((c) > 0x20 && (c) != '{' && (c) != '}' && (c) != '[' && (c) != ']'       \
+     && (c) != ',' && (c) != ':' && (c) != '"')
+
+static int
+llmr_token_cut(llmr_request_t *rq, const unsigned char *p, size_t len,
+    int open)
+{
+    size_t  i;
+
+    if (rq->token_len) {
+        for (i = 0; i < len && llmr_token_byte(p[i]); i++) {
+            /* void */
+        }
+
+        rq->token_len += i;
+
+        if (i < len) {
+            rq->token_len = 0;
+        }
+    }
+
+    if (open && rq->token_len == 0) {
+        for (i = len; i > 0 && llmr_token_byte(p[i - 1]); i--) {
+            /* void */
+        }
+
+        rq->token_len = len - i;
+    }
+
+    if (rq->token_len > LLMR_TOKEN_MAX) {
+        snprintf(rq->error, LLMR_ERROR_MAX,
+                 "request body is not valid JSON (at byte %llu): a number "
+                 "or literal longer than %d bytes",
+                 (unsigned long long) rq->base, LLMR_TOKEN_MAX);
+        return LLMR_ERROR;
+    }
+
+    return LLMR_OK;
+}
+
+
+/* a string held whole, or its head, to yajl; the offsets go on past it */
+
+static int
+llmr_held(llmr_request_t *rq)
+{
+    if (rq->skipping && (rq->skip_escape || rq->skip_hex || rq->skip_utf8)) {
+        snprintf(rq->error, LLMR_ERROR_MAX,
+                 "request body is not valid JSON (at byte %llu): invalid "
+                 "string", (unsigned long long) (rq->base + rq->hold_len
+                                                 + rq->skipped));
+        return LLMR_ERROR;
+    }
+
+    if (llmr_parse(rq, rq->hold, rq->hold_len) != LLMR_OK) {
+        return LLMR_ERROR;
+    }
+
+    rq->base += rq->skipped;
+    rq->skipped = 0;
+    rq->skipping = 0;
+    rq->hold_len = 0;
+
+    return LLMR_OK;
+}
+
+
 int
 llmr_request_finish(llmr_request_t *rq)
 {
@@ -382,6 +648,7 @@ llmr_request_finish(llmr_request_t *rq)
             return LLMR_ERROR;
         }
 
+        rq->base += rq->skipped;
         rq->hold_len = 0;
         rq->in_string = 0;
     }
@@ -688,6 +955,11 @@ llmr_string(void *ctx, const unsigned char *p, size_t len)
     }
 
     if (rq->depth == 1 && rq->key[1] == LLMR_KEY_MODEL) {
+        if (rq->skipped) {
+            /* its end would be misplaced, and no model has such a name */
+            return llmr_fail(rq, "invalid 'model': the string is too long");
+        }
+
         rq->f.model_truncated = (len > LLMR_MODEL_NAME_MAX);
         rq->f.model_len = rq->f.model_truncated ? LLMR_MODEL_NAME_MAX : len;
         memcpy(rq->f.model, p, rq->f.model_len);
@@ -710,7 +982,9 @@ llmr_string(void *ctx, const unsigned char *p, size_t len)
 
         rq->f.messages++;
         llmr_message_start(rq);
-        llmr_text(rq, LLMR_TEXT_ROLE, (const unsigned char *) "user", 4);
+        rq->msg_role = LLMR_ROLE_USER;
+        rq->msg.tokens = llmr_estimate_tokens((const unsigned char *) "user",
+                                              4);
         llmr_text(rq, kind, p, len);
         llmr_message_done(rq);
 
@@ -727,6 +1001,12 @@ static void
 llmr_text(llmr_request_t *rq, llmr_text_e kind, const unsigned char *p,
     size_t len)
 {
+    uint32_t  rest;
+
+    /* the bytes of a long string not kept: four a token */
+
+    rest = (uint32_t) ((rq->skipped + 3) / 4);
+
     switch (kind) {
 
     case LLMR_TEXT_MESSAGE:
@@ -734,21 +1014,21 @@ llmr_text(llmr_request_t *rq, llmr_text_e kind, const unsigned char *p,
 
     case LLMR_TEXT_ROLE:
         rq->msg_role = llmr_role(p, len);
-        rq->msg.tokens += llmr_estimate_tokens(p, len);
+        rq->msg.tokens += llmr_estimate_tokens(p, len) + rest;
         return;
 
     case LLMR_TEXT_TOKENS:
-        rq->msg.tokens += llmr_estimate_tokens(p, len);
+        rq->msg.tokens += llmr_estimate_tokens(p, len) + rest;
         return;
 
     case LLMR_TEXT_TOOL:
         llmr_tool(&rq->f, p, len);
-        rq->f.prompt_tokens += llmr_estimate_tokens(p, len);
+        rq->f.prompt_tokens += llmr_estimate_tokens(p, len) + rest;
         return;
 
     case LLMR_TEXT_PROMPT:
         /* the system prompt, instructions and tool definitions */
-        rq->f.prompt_tokens += llmr_estimate_tokens(p, len);
+        rq->f.prompt_tokens += llmr_estimate_tokens(p, len) + rest;
         return;
 
     case LLMR_TEXT_TYPE:
@@ -777,10 +1057,11 @@ llmr_text(llmr_request_t *rq, llmr_text_e kind, const unsigned char *p,
 
     /* the features and the keyword lists come in the pass of the tokens */
 
-    rq->msg.tokens += llmr_text_scan((rq->classifier || rq->feature) ? rq
-                                                                     : NULL,
-                                     rq->keywords, &rq->msg_keywords,
-                                     p, len);
+    rq->msg.tokens += rest
+                      + llmr_text_scan((rq->classifier || rq->feature) ? rq
+                                                                       : NULL,
+                                       rq->keywords, &rq->msg_keywords,
+                                       p, len);
 
     if (!rq->msg.code) {
         rq->msg.code = llmr_looks_like_code(p, len);

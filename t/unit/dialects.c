@@ -301,6 +301,120 @@ test_responses(void)
 }
 
 
+/* a body with a long string, fed in chunks, with a small bound */
+
+static int
+parse_bounded(llmr_request_t *rq, const char *body, size_t chunk,
+    size_t bound)
+{
+    int     rc;
+    size_t  len, off, n;
+
+    llmr_request_init(rq, CHAT, NULL, 6);
+    rq->hold_max = bound;
+
+    len = strlen(body);
+    rc = LLMR_OK;
+
+    for (off = 0; off < len && rc == LLMR_OK; off += n) {
+        n = (len - off > chunk) ? chunk : len - off;
+        rc = llmr_request_feed(rq, (const unsigned char *) body + off, n);
+
+        if (rq->hold_size > bound + 256 && rq->hold_size > 512) {
+            rc = -100;
+        }
+    }
+
+    if (rc == LLMR_OK) {
+        rc = llmr_request_finish(rq);
+    }
+
+    llmr_request_free(rq);
+
+    return rc;
+}
+
+
+static void
+test_bound(void)
+{
+    int              ok;
+    char            *body, *p;
+    size_t           chunk, n;
+    llmr_request_t   whole, rq;
+
+    /* a message of 20000 bytes, code at its head, multi-byte and escaped */
+
+    n = 20000;
+    body = malloc(n + 200);
+    p = body + sprintf(body, "{\"messages\":[{\"role\":\"user\",\"content\":"
+                       "\"def f(x):\\n    return x + 1\\n ");
+
+    while ((size_t) (p - body) < n) {
+        p += sprintf(p, "caf\xc3\xa9 \\u00e9\\\" word ");
+    }
+
+    sprintf(p, "\"}],\"model\":\"auto\",\"stream\":true}");
+
+    parse_bounded(&whole, body, strlen(body), 1 << 20);
+
+    ok = 1;
+
+    for (chunk = 7; chunk < 4000; chunk = chunk * 3 + 1) {
+        if (parse_bounded(&rq, body, chunk, 1024) != LLMR_OK
+            || rq.f.model_start != whole.f.model_start
+            || rq.f.model_end != whole.f.model_end
+            || rq.f.body_len != whole.f.body_len
+            || !rq.f.code || !rq.f.stream || rq.f.messages != 1)
+        {
+            ok = 0;
+            break;
+        }
+    }
+
+    tap_ok(ok, "bound: a long string cut: the offsets and features hold");
+    tap_ok(rq.f.est_tokens > whole.f.est_tokens * 8 / 10
+           && rq.f.est_tokens < whole.f.est_tokens * 12 / 10,
+           "bound: the tokens of what is not kept are estimated");
+    tap_is(parse_bounded(&rq, body, 100, 1024), LLMR_OK,
+           "bound: the memory held stays within the bound");
+
+    /* what yajl refuses is refused in the bytes not kept */
+
+    p = strstr(body, "word ") + 3000;
+    *p = '\x01';
+    tap_is(parse_bounded(&rq, body, 100, 1024), LLMR_ERROR,
+           "bound: a control character not kept is refused");
+    *p = '\xff';
+    tap_is(parse_bounded(&rq, body, 100, 1024), LLMR_ERROR,
+           "bound: invalid UTF-8 not kept is refused");
+    tap_ok(strstr(rq.error, "UTF-8") != NULL, "  as UTF-8");
+    p[0] = '\\';
+    p[1] = 'q';
+    tap_is(parse_bounded(&rq, body, 100, 1024), LLMR_ERROR,
+           "bound: an invalid escape not kept is refused");
+
+    free(body);
+
+    body = malloc(10100);
+    p = body + sprintf(body, "{\"messages\":[{}],\"max_tokens\":");
+    memset(p, '7', 10000);
+    strcpy(p + 10000, "}");
+    tap_is(parse_bounded(&rq, body, 100, 1024), LLMR_ERROR,
+           "bound: a number cut and longer than the bound is refused");
+    memset(p, '7', 4000);
+    strcpy(p + 4000, "}");
+    tap_is(parse_bounded(&rq, body, 100, 1024), LLMR_OK,
+           "bound: a shorter one is only a number");
+    free(body);
+
+    tap_is(parse_bounded(&rq, "{\"messages\":[{}],\"model\":\"aaaaaaaaaaaa"
+                         "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+                         "aaaaaaaaaaaaaaaa\"}", 10, 32), LLMR_ERROR,
+           "bound: a model longer than the bound is refused");
+}
+
+
 static void
 test_aliases(void)
 {
@@ -857,6 +971,7 @@ main(void)
     test_responses();
     test_chat();
     test_aliases();
+    test_bound();
     test_usage();
     test_cost();
     test_answers();
