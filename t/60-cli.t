@@ -10,7 +10,7 @@ use warnings;
 use File::Temp qw(tempdir);
 use POSIX ();
 use Test::More;
-use LLMRouterTest qw(json_encode json_decode);
+use LLMRouterTest qw(json_encode json_decode slurp jsonl);
 
 my $BIN = "$LLMRouterTest::BUILD/llm-router";
 BAIL_OUT("$BIN is not built: run make") unless -x $BIN;
@@ -43,13 +43,6 @@ sub write_file {
     return $path;
 }
 
-sub slurp {
-    open my $fh, '<:raw', $_[0] or return '';
-    local $/;
-    return scalar <$fh>;
-}
-
-sub jsonl { join '', map { (ref $_ ? json_encode($_) : $_) . "\n" } @_ }
 
 # Deterministic requests: the filler words are shared by both classes, so
 # only "prove"/"theorem" against "hello"/"thanks" tells them apart.

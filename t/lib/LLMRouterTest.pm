@@ -45,7 +45,7 @@ use Test::More;
 use Time::HiRes qw(sleep time);
 
 our @EXPORT_OK = qw(user convo words route_of bytes_is json_encode json_decode usd
-                    only content_of usage_of);
+                    only content_of usage_of slurp jsonl);
 
 our $REPO = abs_path(dirname(abs_path(__FILE__)) . '/../..');
 
@@ -687,5 +687,8 @@ sub slurp {
     local $/;
     return scalar <$fh>;
 }
+
+# Lines of JSON: structures encoded, strings as they are.
+sub jsonl { join '', map { (ref $_ ? json_encode($_) : $_) . "\n" } @_ }
 
 1;

@@ -39,13 +39,6 @@ typedef struct {
 } lr_body_t;
 
 typedef struct {
-    CURL              *easy;
-    unsigned char     *answer;
-    size_t             len;
-    char               error[CURL_ERROR_SIZE];
-} lr_transfer_t;
-
-typedef struct {
     const char        *url;
     const char        *log;
     struct curl_slist *headers;
@@ -76,8 +69,6 @@ typedef struct {
 
 
 static int lr_replay_options(lr_replay_t *r, int argc, char **argv);
-static int lr_headers(lr_replay_t *r, const lr_list_t *headers, int typed);
-static int lr_header_add(lr_replay_t *r, const char *header);
 static int lr_replay(lr_replay_t *r);
 static int lr_replay_urls(lr_replay_t *r);
 static int lr_replay_load(lr_replay_t *r);
@@ -86,13 +77,11 @@ static int lr_body_add(lr_replay_t *r, const llmr_str_t *body,
 static int lr_body(const lr_input_t *in, llmr_str_t *body,
     const llmr_dialect_t **d, char *err, size_t errlen);
 static int lr_replay_run(lr_replay_t *r);
-static int lr_transfer_init(lr_transfer_t *t, const lr_replay_t *r);
-static int lr_transfer_start(CURLM *multi, lr_transfer_t *t,
+static int lr_transfer_start(CURLM *multi, lr_http_t *t,
     const lr_body_t *body);
-static size_t lr_answer_write(char *p, size_t size, size_t n, void *data);
-static int lr_replay_done(lr_replay_t *r, lr_transfer_t *t,
+static int lr_replay_done(lr_replay_t *r, lr_http_t *t,
     CURLcode result);
-static int lr_decision_add(lr_replay_t *r, lr_transfer_t *t);
+static int lr_decision_add(lr_replay_t *r, lr_http_t *t);
 static int lr_tally(lr_tallies_t *tallies, const char *name);
 static int lr_tally_cmp(const void *one, const void *two);
 static void lr_tallies_print(lr_tallies_t *tallies, const char *what,
@@ -125,8 +114,7 @@ lr_cmd_replay(int argc, char **argv)
 static int
 lr_replay_options(lr_replay_t *r, int argc, char **argv)
 {
-    int           n, rc, typed;
-    size_t        i;
+    int           n;
     lr_list_t     headers;
     lr_option_t   opts[] = {
         { "url", LR_OPT_STRING, &r->url, 0, 0 },
@@ -147,74 +135,13 @@ lr_replay_options(lr_replay_t *r, int argc, char **argv)
     }
 
     r->log = argv[0];
-    typed = 0;
-
-    for (i = 0; n >= 0 && i < headers.n; i++) {
-        if (strchr(headers.items[i], ':') == NULL) {
-            lr_error("replay: --header \"%s\": 'Name: value' expected",
-                     headers.items[i]);
-            n = -1;
-        }
-
-        typed |= strncasecmp(headers.items[i], "Content-Type:", 13) == 0;
-    }
-
-    rc = (n >= 0) ? lr_headers(r, &headers, typed) : LLMR_OK;
-
-    free(headers.items);
 
     if (n < 0) {
+        free(headers.items);
         return LR_EXIT_USAGE;
     }
 
-    if (rc != LLMR_OK) {
-        lr_error("out of memory");
-        return LR_EXIT_FAILURE;
-    }
-
-    return 0;
-}
-
-
-/*
- * The body is JSON unless told otherwise; "Expect:" keeps curl from
- * waiting for a 100 Continue before a large body, as clients do not.
- */
-
-static int
-lr_headers(lr_replay_t *r, const lr_list_t *headers, int typed)
-{
-    size_t  i;
-
-    for (i = 0; i < headers->n; i++) {
-        if (lr_header_add(r, headers->items[i]) != LLMR_OK) {
-            return LLMR_ERROR;
-        }
-    }
-
-    if (lr_header_add(r, "Expect:") != LLMR_OK) {
-        return LLMR_ERROR;
-    }
-
-    return typed ? LLMR_OK
-                 : lr_header_add(r, "Content-Type: application/json");
-}
-
-
-static int
-lr_header_add(lr_replay_t *r, const char *header)
-{
-    struct curl_slist  *list;
-
-    list = curl_slist_append(r->headers, header);
-
-    if (list == NULL) {
-        return LLMR_ERROR;
-    }
-
-    r->headers = list;
-
-    return LLMR_OK;
+    return lr_http_options(&r->headers, &headers, NULL, "replay");
 }
 
 
@@ -430,10 +357,10 @@ lr_replay_run(lr_replay_t *r)
     CURLMsg        *msg;
     CURLMcode       code;
     CURLcode        result;
-    lr_transfer_t  *t, *transfers;
+    lr_http_t  *t, *transfers;
 
     multi = curl_multi_init();
-    transfers = calloc(r->concurrency, sizeof(lr_transfer_t));
+    transfers = calloc(r->concurrency, sizeof(lr_http_t));
 
     rc = (multi && transfers) ? LLMR_OK : LLMR_ERROR;
     code = CURLM_OK;
@@ -441,7 +368,8 @@ lr_replay_run(lr_replay_t *r)
     for (next = 0; rc == LLMR_OK && next < r->concurrency && next < r->n;
          next++)
     {
-        rc = lr_transfer_init(&transfers[next], r);
+        rc = lr_http_init(&transfers[next], r->headers, LR_ANSWER_MAX, 0,
+                          &transfers[next]);
 
         if (rc == LLMR_OK) {
             rc = lr_transfer_start(multi, &transfers[next], &r->bodies[next]);
@@ -494,12 +422,7 @@ lr_replay_run(lr_replay_t *r)
     }
 
     for (i = 0; transfers && i < r->concurrency; i++) {
-        if (transfers[i].easy) {
-            curl_multi_remove_handle(multi, transfers[i].easy);
-            curl_easy_cleanup(transfers[i].easy);
-        }
-
-        free(transfers[i].answer);
+        lr_http_free(multi, &transfers[i], 1);
     }
 
     free(transfers);
@@ -513,74 +436,14 @@ lr_replay_run(lr_replay_t *r)
 
 
 static int
-lr_transfer_init(lr_transfer_t *t, const lr_replay_t *r)
+lr_transfer_start(CURLM *multi, lr_http_t *t, const lr_body_t *body)
 {
-    t->easy = curl_easy_init();
-    t->answer = malloc(LR_ANSWER_MAX + 1);
-
-    if (t->easy == NULL || t->answer == NULL) {
-        return LLMR_ERROR;
-    }
-
-    if (curl_easy_setopt(t->easy, CURLOPT_HTTPHEADER, r->headers)
-        != CURLE_OK
-        || curl_easy_setopt(t->easy, CURLOPT_WRITEFUNCTION, lr_answer_write)
-           != CURLE_OK
-        || curl_easy_setopt(t->easy, CURLOPT_WRITEDATA, t) != CURLE_OK
-        || curl_easy_setopt(t->easy, CURLOPT_PRIVATE, t) != CURLE_OK
-        || curl_easy_setopt(t->easy, CURLOPT_ERRORBUFFER, t->error)
-           != CURLE_OK
-        || curl_easy_setopt(t->easy, CURLOPT_NOSIGNAL, 1L) != CURLE_OK)
-    {
-        return LLMR_ERROR;
-    }
-
-    return LLMR_OK;
+    return lr_http_post(multi, t, body->url, body->data, body->len);
 }
 
 
 static int
-lr_transfer_start(CURLM *multi, lr_transfer_t *t, const lr_body_t *body)
-{
-    t->len = 0;
-    t->error[0] = '\0';
-
-    if (curl_easy_setopt(t->easy, CURLOPT_URL, body->url) != CURLE_OK
-        || curl_easy_setopt(t->easy, CURLOPT_POSTFIELDSIZE_LARGE,
-                            (curl_off_t) body->len)
-           != CURLE_OK
-        || curl_easy_setopt(t->easy, CURLOPT_POSTFIELDS, body->data)
-           != CURLE_OK
-        || curl_multi_add_handle(multi, t->easy) != CURLM_OK)
-    {
-        return LLMR_ERROR;
-    }
-
-    return LLMR_OK;
-}
-
-
-/* the start of an answer is kept; the length tells when it was longer */
-
-static size_t
-lr_answer_write(char *p, size_t size, size_t n, void *data)
-{
-    lr_transfer_t  *t = data;
-
-    n *= size;
-
-    if (t->len + n <= LR_ANSWER_MAX) {
-        memcpy(t->answer + t->len, p, n);
-    }
-
-    t->len += n;
-
-    return n;
-}
-
-
-static int
-lr_replay_done(lr_replay_t *r, lr_transfer_t *t, CURLcode result)
+lr_replay_done(lr_replay_t *r, lr_http_t *t, CURLcode result)
 {
     long  status;
 
@@ -616,7 +479,7 @@ lr_replay_done(lr_replay_t *r, lr_transfer_t *t, CURLcode result)
 /* a decision record is an object with a "model" string */
 
 static int
-lr_decision_add(lr_replay_t *r, lr_transfer_t *t)
+lr_decision_add(lr_replay_t *r, lr_http_t *t)
 {
     int                  rc;
     yajl_val             root, model, rule, v;

@@ -40,6 +40,10 @@ static int lr_record_field(const lr_record_t *rec, unsigned field,
     int required, const llmr_str_t **f, char *err, size_t errlen);
 static void lr_parse_error(lr_parse_t *ps, yajl_status status, char *err,
     size_t errlen);
+static size_t lr_unescape(const unsigned char *p, size_t len,
+    unsigned char *out);
+static unsigned lr_hex4(const unsigned char *p);
+static unsigned char *lr_utf8(unsigned char *out, uint32_t c);
 
 
 static const yajl_callbacks  lr_callbacks = {
@@ -58,7 +62,8 @@ static const yajl_callbacks  lr_callbacks = {
 
 static const char  *lr_field_names[LR_FIELD_MAX] = {
     "id", "request", "label", "weight", "weak_correct", "strong_correct",
-    "answer", "api"
+    "answer", "api", "rule", "model", "shadow_model", "shadow_answer",
+    "shadow_status", "shadow_cost_usd", "cost_usd", "escalated"
 };
 
 
@@ -490,4 +495,171 @@ lr_record_dialect(const lr_record_t *rec, const llmr_dialect_t **d,
     }
 
     return LLMR_OK;
+}
+
+
+/*
+ * A string field, decoded, in a new NUL-terminated buffer that the
+ * caller frees; LR_ABSENT when the line has none, or null.
+ */
+
+int
+lr_record_string(const lr_record_t *rec, unsigned field,
+    unsigned char **value, size_t *len, char *err, size_t errlen)
+{
+    const llmr_str_t  *f;
+
+    f = &rec->field[field];
+
+    if (f->data == NULL || (f->len == 4 && memcmp(f->data, "null", 4) == 0)) {
+        return LR_ABSENT;
+    }
+
+    if (f->len < 2 || f->data[0] != '"') {
+        snprintf(err, errlen, "\"%s\" must be a string",
+                 lr_field_names[field]);
+        return LLMR_ERROR;
+    }
+
+    /* the decoded string is never longer than its JSON */
+
+    *value = malloc(f->len);
+
+    if (*value == NULL) {
+        snprintf(err, errlen, "out of memory");
+        return LLMR_ERROR;
+    }
+
+    *len = lr_unescape(f->data + 1, f->len - 2, *value);
+    (*value)[*len] = '\0';
+
+    return LLMR_OK;
+}
+
+
+/*
+ * The bytes between the quotes of a string that yajl has checked; a
+ * lone surrogate becomes U+FFFD, as yajl makes it.
+ */
+
+static size_t
+lr_unescape(const unsigned char *p, size_t len, unsigned char *out)
+{
+    uint32_t              c, low;
+    unsigned char        *o;
+    const unsigned char  *end;
+
+    o = out;
+    end = p + len;
+
+    while (p < end) {
+        if (*p != '\\' || p + 1 == end) {
+            *o++ = *p++;
+            continue;
+        }
+
+        p++;
+
+        if (*p != 'u') {
+            switch (*p) {
+
+            case 'b':
+                *o++ = '\b';
+                break;
+
+            case 'f':
+                *o++ = '\f';
+                break;
+
+            case 'n':
+                *o++ = '\n';
+                break;
+
+            case 'r':
+                *o++ = '\r';
+                break;
+
+            case 't':
+                *o++ = '\t';
+                break;
+
+            default: /* '"', '\\', '/' */
+                *o++ = *p;
+                break;
+            }
+
+            p++;
+            continue;
+        }
+
+        if (end - p < 5) {
+            break;
+        }
+
+        c = lr_hex4(p + 1);
+        p += 5;
+
+        if (c >= 0xd800 && c <= 0xdbff && end - p >= 6 && p[0] == '\\'
+            && p[1] == 'u')
+        {
+            low = lr_hex4(p + 2);
+
+            if (low >= 0xdc00 && low <= 0xdfff) {
+                c = 0x10000 + ((c - 0xd800) << 10) + (low - 0xdc00);
+                p += 6;
+            }
+        }
+
+        if (c >= 0xd800 && c <= 0xdfff) {
+            c = 0xfffd;
+        }
+
+        o = lr_utf8(o, c);
+    }
+
+    return (size_t) (o - out);
+}
+
+
+static unsigned
+lr_hex4(const unsigned char *p)
+{
+    unsigned  i, c, v;
+
+    v = 0;
+
+    for (i = 0; i < 4; i++) {
+        c = p[i];
+        v = v * 16 + ((c >= '0' && c <= '9') ? c - '0'
+                      : ((c | 0x20) >= 'a' && (c | 0x20) <= 'f')
+                        ? (c | 0x20) - 'a' + 10 : 0);
+    }
+
+    return v;
+}
+
+
+static unsigned char *
+lr_utf8(unsigned char *out, uint32_t c)
+{
+    if (c < 0x80) {
+        *out++ = (unsigned char) c;
+
+    } else if (c < 0x800) {
+        *out++ = (unsigned char) (0xc0 | (c >> 6));
+        *out++ = (unsigned char) (0x80 | (c & 0x3f));
+
+    } else if (c < 0x10000) {
+        *out++ = (unsigned char) (0xe0 | (c >> 12));
+        *out++ = (unsigned char) (0x80 | ((c >> 6) & 0x3f));
+        *out++ = (unsigned char) (0x80 | (c & 0x3f));
+
+    } else {
+        *out++ = (unsigned char) (0xf0 | (c >> 18));
+        *out++ = (unsigned char) (0x80 | ((c >> 12) & 0x3f));
+        *out++ = (unsigned char) (0x80 | ((c >> 6) & 0x3f));
+        *out++ = (unsigned char) (0x80 | (c & 0x3f));
+    }
+
+    return out;
 }

@@ -12,8 +12,27 @@
 
 
 #include <stdio.h>
+#include <curl/curl.h>
 
 #include "llmr.h"
+
+
+/* an HTTP POST of replay or judge: the start of its answer, and its length */
+
+typedef struct {
+    CURL              *easy;
+    unsigned char     *answer;
+    size_t             len;
+    size_t             max;
+    char               error[CURL_ERROR_SIZE];
+} lr_http_t;
+
+int lr_http_header(struct curl_slist **headers, const char *header);
+int lr_http_init(lr_http_t *h, struct curl_slist *headers, size_t max,
+    long timeout, void *owner);
+int lr_http_post(CURLM *multi, lr_http_t *h, const char *url,
+    const void *body, size_t len);
+void lr_http_free(CURLM *multi, lr_http_t *h, int busy);
 
 
 /* a training example: hashed features, each with the value it counts */
@@ -74,6 +93,8 @@ double lr_predict(const lr_example_t *ex, const float *weights, float bias,
 
 #define LR_HOLDOUT_DEFAULT      0.2
 #define LR_CONCURRENCY_DEFAULT  8
+#define LR_RETRIES_DEFAULT      3
+#define LR_TIMEOUT_DEFAULT      60
 
 #define lr_nelts(a)             (sizeof(a) / sizeof((a)[0]))
 
@@ -113,6 +134,9 @@ typedef struct {
     const char      **items;
     size_t            n;
 } lr_list_t;
+
+int lr_http_options(struct curl_slist **headers, lr_list_t *given,
+    const llmr_dialect_t *d, const char *command);
 
 /* the training options, for the tables of train and eval --cv */
 #define LR_TRAIN_OPTIONS(o)                                                   \
@@ -162,6 +186,16 @@ enum {
     LR_FIELD_STRONG,
     LR_FIELD_ANSWER,
     LR_FIELD_API,
+
+    /* of the shadow pairs of nginx, and of judge's labels */
+    LR_FIELD_RULE,
+    LR_FIELD_MODEL,
+    LR_FIELD_SHADOW_MODEL,
+    LR_FIELD_SHADOW_ANSWER,
+    LR_FIELD_SHADOW_STATUS,
+    LR_FIELD_SHADOW_COST,
+    LR_FIELD_COST,
+    LR_FIELD_ESCALATED,
     LR_FIELD_MAX
 };
 
@@ -179,6 +213,8 @@ int lr_record_bool(const lr_record_t *rec, unsigned field, int required,
     unsigned *value, char *err, size_t errlen);
 int lr_record_dialect(const lr_record_t *rec, const llmr_dialect_t **d,
     char *err, size_t errlen);
+int lr_record_string(const lr_record_t *rec, unsigned field,
+    unsigned char **value, size_t *len, char *err, size_t errlen);
 
 
 /* a model file, loaded as nginx loads it, and the score nginx computes */
@@ -188,6 +224,7 @@ typedef struct {
     llmr_classifier_t classifier;
 } lr_model_t;
 
+unsigned char *lr_file_read(FILE *file, size_t max, size_t *len);
 int lr_model_load(lr_model_t *m, const char *path);
 void lr_model_free(lr_model_t *m);
 int lr_model_write(const char *path, unsigned bits, unsigned history,
@@ -271,6 +308,8 @@ int lr_cmd_calibrate(int argc, char **argv);
 int lr_cmd_eval(int argc, char **argv);
 int lr_cmd_replay(int argc, char **argv);
 int lr_cmd_cascade(int argc, char **argv);
+int lr_cmd_judge(int argc, char **argv);
+int lr_cmd_report(int argc, char **argv);
 
 
 #endif /* _LLM_ROUTER_H_INCLUDED_ */

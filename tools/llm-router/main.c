@@ -47,6 +47,8 @@ static const lr_command_t  lr_commands[] = {
     { "eval", lr_cmd_eval },
     { "replay", lr_cmd_replay },
     { "cascade", lr_cmd_cascade },
+    { "judge", lr_cmd_judge },
+    { "report", lr_cmd_report },
     { NULL, NULL }
 };
 
@@ -138,20 +140,44 @@ lr_usage(FILE *out)
 "      model's answer (a chat.completion, a message or a response): the\n"
 "      checks of llm_router_escalate (and its _pattern, _require,\n"
 "      _min_length), the strong-call share, quality and PGR\n"
+"  judge --url URL --model M [--api API] [--key-file F]\n"
+"        [--header 'K: V' ...] [--concurrency N] [--retries N]\n"
+"        [--timeout S] [--prompt FILE] PAIRS.jsonl\n"
+"      labels for train from shadow pairs (lines with \"request\", the\n"
+"      cheap \"answer\" and the strong \"shadow_answer\"): the judge\n"
+"      model M at URL, in its API (--api here; chat pairs by default),\n"
+"      says which answer is better, twice, the answers swapped; prints\n"
+"      {\"id\", \"request\", \"label\", \"rule\", \"model\", \"verdict\"}:\n"
+"      1 \"strong\" when the strong answer wins both times, 0 \"cheap\"\n"
+"      when the cheap one is as good both times (or ties), 0.5 \"split\";\n"
+"      --prompt replaces the question to the judge, with {question},\n"
+"      {a} and {b}.  Pairs whose shadow_status is not 2xx or without\n"
+"      both answers are skipped; a call without A, B or TIE is retried\n"
+"      at once, a 429, 5xx or network error after 0.2 s, 0.4 s, ...;\n"
+"      a pair still without a verdict is left out, and counted\n"
+"  report [--json] LABELS-OR-PAIRS.jsonl ...\n"
+"      the quality loss (the share of labelled requests whose strong\n"
+"      answer was better, a label 0.5 counting half) overall, per rule\n"
+"      and per model, with its 95% Wilson score interval; of pair lines,\n"
+"      the cost saved (\"shadow_cost_usd\" less \"cost_usd\") against\n"
+"      sending every request to the strong model, and the share of\n"
+"      \"escalated\" ones\n"
 "  help\n"
 "\n"
 "Every command takes --api chat|messages|responses, the API (OpenAI Chat\n"
 "Completions, Anthropic Messages, OpenAI Responses) of the requests and\n"
-"answers of lines without an \"api\" field like $llm_router_log's.\n",
+"answers of lines without an \"api\" field like $llm_router_log's; but\n"
+"judge's --api is the judge's API.\n",
           out);
 
     fprintf(out, "\nDefaults: --bits %u, --epochs %u, --rate %g, --l2 %g, "
             "--history %u\n(as llm_router_history; the model keeps it "
             "for score, calibrate, eval\nand nginx), --seed %llu, "
-            "--holdout %g, --concurrency %u, --api chat.\n", def.bits,
+            "--holdout %g, --concurrency %u, --retries %u,\n--timeout %u "
+            "(seconds a call may take), --api chat.\n", def.bits,
             def.epochs, def.rate, def.l2, def.history,
             (unsigned long long) def.seed, LR_HOLDOUT_DEFAULT,
-            LR_CONCURRENCY_DEFAULT);
+            LR_CONCURRENCY_DEFAULT, LR_RETRIES_DEFAULT, LR_TIMEOUT_DEFAULT);
 }
 
 

@@ -14,7 +14,6 @@
 #include "llm_router.h"
 
 
-static unsigned char *lr_file_read(FILE *file, size_t max, size_t *len);
 static int lr_file_write(const char *path, const unsigned char *p,
     size_t len);
 
@@ -72,7 +71,7 @@ lr_model_load(lr_model_t *m, const char *path)
 
 /* up to max bytes; errno tells why on NULL */
 
-static unsigned char *
+unsigned char *
 lr_file_read(FILE *file, size_t max, size_t *len)
 {
     size_t          size, n;
