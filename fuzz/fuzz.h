@@ -12,6 +12,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <stdlib.h>
 
 #include "llmr.h"
 
@@ -30,6 +31,28 @@ fuzz_hash(const uint8_t *p, size_t len)
     }
 
     return h;
+}
+
+
+/* whether p is one JSON document, as a provider's parser would take it */
+
+static int
+fuzz_json_valid(const unsigned char *p, size_t len)
+{
+    int          ok;
+    yajl_handle  y;
+
+    y = yajl_alloc(NULL, NULL, NULL);
+    if (y == NULL) {
+        abort();
+    }
+
+    ok = yajl_parse(y, p, len) == yajl_status_ok
+         && yajl_complete_parse(y) == yajl_status_ok;
+
+    yajl_free(y);
+
+    return ok;
 }
 
 

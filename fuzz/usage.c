@@ -40,10 +40,6 @@ static void fuzz_answer(const llmr_dialect_t *d, const uint8_t *data,
 static void fuzz_unasked(const uint8_t *data, size_t size, uint32_t h);
 static void fuzz_label(const unsigned char *p, size_t len);
 static int fuzz_find(void *data, const unsigned char *p, size_t len);
-static int fuzz_json_valid(const unsigned char *p, size_t len);
-
-
-static const yajl_callbacks  fuzz_no_callbacks;
 
 
 int
@@ -396,19 +392,3 @@ fuzz_find(void *data, const unsigned char *p, size_t len)
 }
 
 
-static int
-fuzz_json_valid(const unsigned char *p, size_t len)
-{
-    int          ok;
-    yajl_handle  y;
-
-    y = yajl_alloc(&fuzz_no_callbacks, NULL, NULL);
-    fuzz_assert(y != NULL);
-
-    ok = yajl_parse(y, p, len) == yajl_status_ok
-         && yajl_complete_parse(y) == yajl_status_ok;
-
-    yajl_free(y);
-
-    return ok;
-}
