@@ -11,7 +11,7 @@
 
 #include "llmr.h"
 #include "tap.h"
-#include "splice.h"
+#include "feed.h"
 
 
 static llmr_keywords_t  kw;
@@ -26,46 +26,11 @@ static llmr_keywords_t  kw;
 static int
 parse(llmr_request_t *rq, const char *body, size_t chunk, unsigned history)
 {
-    size_t  len, off, n;
-
     if (llmr_request_init(rq, CHAT, &kw, history) != LLMR_OK) {
         return LLMR_ERROR;
     }
 
-    len = strlen(body);
-
-    for (off = 0; off < len; off += n) {
-        n = (chunk && len - off > chunk) ? chunk : len - off;
-
-        if (llmr_request_feed(rq, (const unsigned char *) body + off, n)
-            != LLMR_OK)
-        {
-            llmr_request_free(rq);
-            return LLMR_ERROR;
-        }
-    }
-
-    n = llmr_request_finish(rq);
-    llmr_request_free(rq);
-
-    return (int) n;
-}
-
-
-static void
-parse_into(llmr_request_t *rq, const char *body, size_t chunk)
-{
-    size_t  len, off, n;
-
-    len = strlen(body);
-
-    for (off = 0; off < len; off += n) {
-        n = (len - off > chunk) ? chunk : len - off;
-        llmr_request_feed(rq, (const unsigned char *) body + off, n);
-    }
-
-    llmr_request_finish(rq);
-    llmr_request_free(rq);
+    return feed_request(rq, body, chunk);
 }
 
 
@@ -514,22 +479,6 @@ test_money(void)
 
 
 static void
-usage(llmr_usage_t *u, int sse, const char *text, size_t chunk)
-{
-    size_t  len, off, n;
-
-    llmr_usage_init(u, CHAT, sse);
-
-    len = strlen(text);
-
-    for (off = 0; off < len; off += n) {
-        n = (chunk && len - off > chunk) ? chunk : len - off;
-        llmr_usage_feed(u, (const unsigned char *) text + off, n);
-    }
-}
-
-
-static void
 test_usage(void)
 {
     size_t          chunk;
@@ -542,7 +491,7 @@ test_usage(void)
            "\"completion_tokens\":7,\"total_tokens\":19}}";
 
     for (chunk = 0; chunk < 5; chunk++) {
-        usage(&u, 0, text, chunk);
+        feed_usage(&u, CHAT, 0, text, chunk);
 
         if (PROMPT(u) != 12 || COMPLETION(u) != 7) {
             break;
@@ -559,7 +508,7 @@ test_usage(void)
            "data: [DONE]\n\n";
 
     for (chunk = 0; chunk < 7; chunk++) {
-        usage(&u, 1, text, chunk);
+        feed_usage(&u, CHAT, 1, text, chunk);
 
         if (PROMPT(u) != 5 || COMPLETION(u) != 3) {
             break;
@@ -569,24 +518,27 @@ test_usage(void)
     tap_is(chunk, 7, "usage: SSE, whatever the buffer split");
     tap_is(u.content_bytes, 2, "usage: SSE content bytes");
 
-    usage(&u, 1, "data: {\"choices\":[{\"delta\":{\"content\":\"abcdefgh\"}}]}"
-                 "\n\ndata: [DONE]\n\n", 0);
+    feed_usage(&u, CHAT, 1,
+               "data: {\"choices\":[{\"delta\":{\"content\":\"abcdefgh\"}}]}"
+               "\n\ndata: [DONE]\n\n", 0);
     tap_is(PROMPT(u), -1, "usage: SSE without usage");
     tap_is(llmr_usage_content_tokens(&u), 2, "usage: content estimate");
 
-    usage(&u, 0, "{\"x\":{\"usage\":{\"prompt_tokens\":1,"
-                 "\"completion_tokens\":2}}}", 0);
+    feed_usage(&u, CHAT, 0, "{\"x\":{\"usage\":{\"prompt_tokens\":1,"
+               "\"completion_tokens\":2}}}", 0);
     tap_is(PROMPT(u), -1, "usage: only at the top level");
 
-    usage(&u, 0, "{\"usage\":{\"input_tokens\":4,\"output_tokens\":6}}", 0);
+    feed_usage(&u, CHAT, 0,
+               "{\"usage\":{\"input_tokens\":4,\"output_tokens\":6}}", 0);
     tap_is(PROMPT(u) == 4 && COMPLETION(u) == 6, 1,
            "usage: input and output tokens");
 
-    usage(&u, 0, "{\"usage\":{\"prompt_tokens\":4}}", 0);
+    feed_usage(&u, CHAT, 0, "{\"usage\":{\"prompt_tokens\":4}}", 0);
     tap_is(llmr_usage_tokens(&u, &t), 0, "usage: incomplete usage is ignored");
 
-    usage(&u, 1, "event: x\n: comment\ndata: {\"usage\":{\"prompt_tokens\":"
-                 "99999999999999,\"completion_tokens\":1}}\n", 0);
+    feed_usage(&u, CHAT, 1,
+               "event: x\n: comment\ndata: {\"usage\":{\"prompt_tokens\":"
+               "99999999999999,\"completion_tokens\":1}}\n", 0);
     tap_is(PROMPT(u), 1000000000, "usage: numbers are bounded");
 }
 
@@ -778,7 +730,7 @@ test_classifier(void)
 
         llmr_request_init(&r2, CHAT, NULL, 6);
         r2.classifier = &c;
-        parse_into(&r2, body, chunk);
+        (void) feed_request(&r2, body, chunk);
 
         if (memcmp(&r2.f.score, &rq.f.score, sizeof(double)) != 0) {
             break;
@@ -940,7 +892,7 @@ triage_body(llmr_request_t *rq, const char *body, size_t chunk,
     llmr_request_init(rq, CHAT, &kw, 6);
     llmr_capture_init(&c, buf, slot, slots);
     rq->capture = &c;
-    parse_into(rq, body, chunk);
+    (void) feed_request(rq, body, chunk);
 
     t.dialect = CHAT;
     t.model.data = (const unsigned char *) "nano";

@@ -12,7 +12,7 @@
 
 #include "llmr.h"
 #include "tap.h"
-#include "splice.h"
+#include "feed.h"
 
 
 #define CHAT       (&llmr_dialects[LLMR_API_CHAT])
@@ -26,28 +26,11 @@ static int
 parse(llmr_request_t *rq, const llmr_dialect_t *d, const char *body,
     size_t chunk)
 {
-    int     rc;
-    size_t  len, off, n;
-
     if (llmr_request_init(rq, d, NULL, 6) != LLMR_OK) {
         return LLMR_ERROR;
     }
 
-    len = strlen(body);
-    rc = LLMR_OK;
-
-    for (off = 0; off < len && rc == LLMR_OK; off += n) {
-        n = (chunk && len - off > chunk) ? chunk : len - off;
-        rc = llmr_request_feed(rq, (const unsigned char *) body + off, n);
-    }
-
-    if (rc == LLMR_OK) {
-        rc = llmr_request_finish(rq);
-    }
-
-    llmr_request_free(rq);
-
-    return rc;
+    return feed_request(rq, body, chunk);
 }
 
 
@@ -421,7 +404,7 @@ test_aliases(void)
     llmr_request_t  rq;
 
 #define refused(d, key, name)                                                 \
-    tap_is(parse(&rq, d, "{\"model\":\"m\",\"messages\":[{}],\"input\":\"x\","  \
+    tap_is(parse(&rq, d, "{\"model\":\"m\",\"messages\":[{}],\"input\":\"x\"," \
                  key ":1}", 0), LLMR_ERROR, name)
 
     refused(CHAT, "\"MODEL\"", "alias: MODEL");
@@ -527,23 +510,6 @@ test_chat(void)
 
 
 static void
-usage(llmr_usage_t *u, const llmr_dialect_t *d, int sse, const char *text,
-    size_t chunk)
-{
-    size_t  len, off, n;
-
-    llmr_usage_init(u, d, sse);
-
-    len = strlen(text);
-
-    for (off = 0; off < len; off += n) {
-        n = (chunk && len - off > chunk) ? chunk : len - off;
-        llmr_usage_feed(u, (const unsigned char *) text + off, n);
-    }
-}
-
-
-static void
 test_usage(void)
 {
     size_t          chunk;
@@ -567,7 +533,7 @@ test_usage(void)
            "event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n";
 
     for (chunk = 0; chunk < 9; chunk++) {
-        usage(&u, MESSAGES, 1, text, chunk);
+        feed_usage(&u, MESSAGES, 1, text, chunk);
 
         if (!llmr_usage_tokens(&u, &t) || t.prompt != 6472
             || t.completion != 503 || t.cached != 5000
@@ -582,18 +548,19 @@ test_usage(void)
 
     /* the newer form repeats every count in message_delta */
 
-    usage(&u, MESSAGES, 1,
-          "data: {\"type\":\"message_start\",\"message\":{\"usage\":"
-          "{\"input_tokens\":10,\"output_tokens\":1}}}\n\n"
-          "data: {\"type\":\"message_delta\",\"usage\":{\"input_tokens\":10,"
-          "\"cache_read_input_tokens\":20,\"output_tokens\":7}}\n\n", 0);
+    feed_usage(&u, MESSAGES, 1,
+               "data: {\"type\":\"message_start\",\"message\":{\"usage\":"
+               "{\"input_tokens\":10,\"output_tokens\":1}}}\n\n"
+               "data: {\"type\":\"message_delta\",\"usage\":"
+               "{\"input_tokens\":10,\"cache_read_input_tokens\":20,"
+               "\"output_tokens\":7}}\n\n", 0);
     tap_ok(llmr_usage_tokens(&u, &t) && t.prompt == 30 && t.cached == 20
            && t.completion == 7, "usage: Messages stream, newer form");
 
-    usage(&u, MESSAGES, 0, "{\"type\":\"message\",\"content\":[{\"type\":"
-          "\"text\",\"text\":\"hi\"}],\"usage\":{\"input_tokens\":3,"
-          "\"cache_creation_input_tokens\":0,\"cache_read_input_tokens\":9,"
-          "\"output_tokens\":2}}", 0);
+    feed_usage(&u, MESSAGES, 0, "{\"type\":\"message\",\"content\":[{\"type\":"
+               "\"text\",\"text\":\"hi\"}],\"usage\":{\"input_tokens\":3,"
+               "\"cache_creation_input_tokens\":0,"
+               "\"cache_read_input_tokens\":9,\"output_tokens\":2}}", 0);
     tap_ok(llmr_usage_tokens(&u, &t) && t.prompt == 12 && t.cached == 9,
            "usage: Messages JSON");
 
@@ -612,7 +579,7 @@ test_usage(void)
            "{\"reasoning_tokens\":30},\"total_tokens\":150}}}\n\n";
 
     for (chunk = 0; chunk < 9; chunk++) {
-        usage(&u, RESPONSES, 1, text, chunk);
+        feed_usage(&u, RESPONSES, 1, text, chunk);
 
         if (!llmr_usage_tokens(&u, &t) || t.prompt != 100 || t.cached != 64
             || t.completion != 50 || t.reasoning != 30)
@@ -624,26 +591,27 @@ test_usage(void)
     tap_is(chunk, 9, "usage: Responses stream with details");
     tap_is(u.content_bytes, 4, "usage: Responses deltas counted once");
 
-    usage(&u, CHAT, 0, "{\"choices\":[],\"usage\":{\"prompt_tokens\":2006,"
-          "\"completion_tokens\":300,\"prompt_tokens_details\":"
-          "{\"cached_tokens\":1920,\"audio_tokens\":0},"
-          "\"completion_tokens_details\":{\"reasoning_tokens\":192}}}", 0);
+    feed_usage(&u, CHAT, 0, "{\"choices\":[],\"usage\":{\"prompt_tokens\":2006,"
+               "\"completion_tokens\":300,\"prompt_tokens_details\":"
+               "{\"cached_tokens\":1920,\"audio_tokens\":0},"
+               "\"completion_tokens_details\":{\"reasoning_tokens\":192}}}", 0);
     tap_ok(llmr_usage_tokens(&u, &t) && t.prompt == 2006 && t.cached == 1920
            && t.reasoning == 192, "usage: chat details");
 
-    usage(&u, CHAT, 0, "{\"usage\":{\"prompt_tokens\":10,"
-          "\"completion_tokens\":1,\"prompt_tokens_details\":"
-          "{\"cached_tokens\":50}}}", 0);
+    feed_usage(&u, CHAT, 0, "{\"usage\":{\"prompt_tokens\":10,"
+               "\"completion_tokens\":1,\"prompt_tokens_details\":"
+               "{\"cached_tokens\":50}}}", 0);
     tap_ok(llmr_usage_tokens(&u, &t) && t.cached == 10,
            "usage: cached tokens are never more than the prompt");
 
-    usage(&u, MESSAGES, 0, "{\"usage\":{\"input_tokens\":1,\"output_tokens\":2,"
-          "\"output_tokens_details\":{\"reasoning_tokens\":9}}}", 0);
+    feed_usage(&u, MESSAGES, 0,
+               "{\"usage\":{\"input_tokens\":1,\"output_tokens\":2,"
+               "\"output_tokens_details\":{\"reasoning_tokens\":9}}}", 0);
     tap_ok(llmr_usage_tokens(&u, &t) && t.reasoning == 2,
            "usage: reasoning is never more than the completion");
 
-    usage(&u, CHAT, 0, "{\"choices\":[{\"message\":{\"usage\":{"
-          "\"prompt_tokens\":1,\"completion_tokens\":2}}}]}", 0);
+    feed_usage(&u, CHAT, 0, "{\"choices\":[{\"message\":{\"usage\":{"
+               "\"prompt_tokens\":1,\"completion_tokens\":2}}}]}", 0);
     tap_is(llmr_usage_tokens(&u, &t), 0, "usage: not in a message's text");
 }
 
