@@ -82,10 +82,9 @@ static void llmr_a_arguments(llmr_answer_parse_t *ap, unsigned tool,
 static void llmr_a_finish(llmr_answer_t *a, const char *finish);
 
 static int llmr_m_map_key(void *ctx, const unsigned char *p, size_t len);
-static int llmr_m_number(void *ctx, const char *p, size_t len);
+static int llmr_event_index(void *ctx, const char *p, size_t len);
 static int llmr_m_string(void *ctx, const unsigned char *p, size_t len);
 static int llmr_r_map_key(void *ctx, const unsigned char *p, size_t len);
-static int llmr_r_number(void *ctx, const char *p, size_t len);
 static int llmr_r_string(void *ctx, const unsigned char *p, size_t len);
 
 
@@ -108,7 +107,7 @@ const yajl_callbacks  llmr_messages_answer = {
     llmr_a_boolean,
     NULL,
     NULL,
-    llmr_m_number,
+    llmr_event_index,
     llmr_m_string,
     llmr_a_start_map,
     llmr_m_map_key,
@@ -122,7 +121,7 @@ const yajl_callbacks  llmr_responses_answer = {
     llmr_a_boolean,
     NULL,
     NULL,
-    llmr_r_number,
+    llmr_event_index,
     llmr_r_string,
     llmr_a_start_map,
     llmr_r_map_key,
@@ -408,8 +407,13 @@ llmr_m_map_key(void *ctx, const unsigned char *p, size_t len)
 }
 
 
+/*
+ * The index of a Messages content block, or the output_index of a
+ * Responses event: the call that a piece of tool arguments is of.
+ */
+
 static int
-llmr_m_number(void *ctx, const char *p, size_t len)
+llmr_event_index(void *ctx, const char *p, size_t len)
 {
     llmr_answer_parse_t  *ap = ctx;
 
@@ -509,13 +513,6 @@ llmr_r_map_key(void *ctx, const unsigned char *p, size_t len)
     ap->key[ap->depth] = (unsigned char) k;
 
     return 1;
-}
-
-
-static int
-llmr_r_number(void *ctx, const char *p, size_t len)
-{
-    return llmr_m_number(ctx, p, len);
 }
 
 
