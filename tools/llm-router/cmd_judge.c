@@ -980,7 +980,8 @@ lr_call_done(lr_judge_t *j, lr_call_t *c, CURLcode result, double now)
 
         if (j->error[0] == '\0') {
             snprintf(j->error, sizeof(j->error), "%s",
-                     c->http.error[0] ? c->http.error : curl_easy_strerror(result));
+                     c->http.error[0] ? c->http.error
+                                      : curl_easy_strerror(result));
         }
 
     } else {
@@ -1042,7 +1043,8 @@ lr_call_verdict(lr_judge_t *j, const lr_call_t *c, unsigned order,
     choice = -1;
 
     if (c->http.len <= LR_JUDGE_ANSWER_MAX
-        && llmr_answer_check(&a, c->http.answer, c->http.len, 0) == LLMR_VERDICT_OK
+        && llmr_answer_check(&a, c->http.answer, c->http.len, 0)
+           == LLMR_VERDICT_OK
         && llmr_triage_label(a.content, a.content_len, NULL, word, &n)
            == LLMR_OK)
     {
