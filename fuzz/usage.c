@@ -11,7 +11,8 @@
  * judges it with every criterion on; each of its lines goes through
  * llmr_usage_unasked(), as the response filter of a chat stream does;
  * the label of a triage answer is read from it and from the content the
- * checker gathered.
+ * checker gathered.  The text the scanner keeps is the same in pieces
+ * and whole, and, of an answer that is JSON, a JSON string's body.
  */
 
 
@@ -35,6 +36,8 @@ static void fuzz_usage(const llmr_dialect_t *d, const uint8_t *data,
     size_t size, uint32_t h, int sse);
 static void fuzz_tokens(const llmr_dialect_t *d, const llmr_usage_t *u,
     uint32_t h);
+static void fuzz_text(const llmr_usage_t *u, const llmr_usage_t *whole,
+    const uint8_t *data, size_t size, int sse);
 static void fuzz_answer(const llmr_dialect_t *d, const uint8_t *data,
     size_t size, uint32_t h, int sse);
 static void fuzz_unasked(const uint8_t *data, size_t size, uint32_t h);
@@ -74,12 +77,21 @@ static void
 fuzz_usage(const llmr_dialect_t *d, const uint8_t *data, size_t size,
     uint32_t h, int sse)
 {
-    size_t          cut[4], i, n, off, piece;
+    size_t          cut[4], i, n, off, piece, room;
     unsigned        k;
-    unsigned char  *buf;
+    unsigned char  *buf, *text, *whole_text;
     llmr_usage_t    u, whole;
 
+    /* the text kept: as much as the response, or a few bytes */
+
+    room = (h & 0x800) ? size : (h >> 12) % 32;
+
+    text = malloc(room ? room : 1);
+    whole_text = malloc(room ? room : 1);
+    fuzz_assert(text != NULL && whole_text != NULL);
+
     llmr_usage_init(&u, d, sse);
+    llmr_usage_keep_text(&u, text, room);
 
     if (((h >> 24) & 7) == 0) {
         piece = 1 + (h >> 28) % 8;
@@ -116,6 +128,7 @@ fuzz_usage(const llmr_dialect_t *d, const uint8_t *data, size_t size,
     }
 
     llmr_usage_init(&whole, d, sse);
+    llmr_usage_keep_text(&whole, whole_text, room);
     llmr_usage_feed(&whole, data, size);
 
     fuzz_assert(u.dialect == d);
@@ -130,6 +143,40 @@ fuzz_usage(const llmr_dialect_t *d, const uint8_t *data, size_t size,
     fuzz_assert(llmr_usage_content_tokens(&u) <= (size + 3) / 4);
 
     fuzz_tokens(d, &u, h);
+    fuzz_text(&u, &whole, data, size, sse);
+
+    free(text);
+    free(whole_text);
+}
+
+
+static void
+fuzz_text(const llmr_usage_t *u, const llmr_usage_t *whole,
+    const uint8_t *data, size_t size, int sse)
+{
+    size_t          n;
+    unsigned char  *quoted;
+
+    n = llmr_usage_text(u);
+
+    fuzz_assert(n <= u->text_size && n <= u->text_len);
+    fuzz_assert(n == llmr_usage_text(whole));
+    fuzz_assert(memcmp(u->text, whole->text, n) == 0);
+
+    if (sse || !fuzz_json_valid(data, size)) {
+        return;
+    }
+
+    quoted = malloc(n + 2);
+    fuzz_assert(quoted != NULL);
+
+    quoted[0] = '"';
+    memcpy(quoted + 1, u->text, n);
+    quoted[n + 1] = '"';
+
+    fuzz_assert(fuzz_json_valid(quoted, n + 2));
+
+    free(quoted);
 }
 
 

@@ -511,11 +511,29 @@ typedef struct {
     unsigned char          key[32];
 
     uint64_t               content_bytes;       /* of the answer text */
+
+    /* the answer text, kept as the JSON string bodies that carry it */
+    unsigned char         *text;
+    size_t                 text_size;
+    size_t                 text_len;            /* bytes written */
+    size_t                 text_whole;          /* a prefix of them */
+    unsigned               text_hex:3;          /* \uXXXX digits to come */
+    unsigned               text_full:1;
 } llmr_usage_t;
 
 void llmr_usage_init(llmr_usage_t *u, const llmr_dialect_t *d, int sse);
 void llmr_usage_feed(llmr_usage_t *u, const unsigned char *p, size_t len);
 int llmr_usage_tokens(const llmr_usage_t *u, llmr_tokens_t *t);
+
+/*
+ * The text of the answer is also kept in buf, JSON-escaped as the
+ * provider sent it: the strings whose bytes content_bytes counts, one
+ * after another.  llmr_usage_text() tells how much of buf is a valid
+ * JSON string body: up to size bytes, cut between characters and
+ * escapes; a control character, invalid in a JSON string, is a space.
+ */
+void llmr_usage_keep_text(llmr_usage_t *u, unsigned char *buf, size_t size);
+size_t llmr_usage_text(const llmr_usage_t *u);
 
 /*
  * A line of a chat stream whose usage the router asked for and the

@@ -62,6 +62,7 @@ static const llmr_usage_key_t  llmr_usage_keys[] = {
 };
 
 
+static void llmr_usage_keep(llmr_usage_t *u, unsigned char c);
 static void llmr_usage_reset(llmr_usage_t *u);
 static void llmr_usage_byte(llmr_usage_t *u, unsigned char c);
 static void llmr_usage_key(llmr_usage_t *u);
@@ -146,11 +147,80 @@ llmr_usage_tokens(const llmr_usage_t *u, llmr_tokens_t *t)
 }
 
 
+void
+llmr_usage_keep_text(llmr_usage_t *u, unsigned char *buf, size_t size)
+{
+    u->text = buf;
+    u->text_size = size;
+    u->text_len = 0;
+    u->text_whole = 0;
+    u->text_hex = 0;
+    u->text_full = 0;
+}
+
+
+size_t
+llmr_usage_text(const llmr_usage_t *u)
+{
+    return u->text_whole;
+}
+
+
+/*
+ * A byte of a string of the answer's text, its closing quote included.
+ * Once a byte does not fit, nothing more is kept: the text is what came
+ * before the last whole character or escape.
+ */
+
+static void
+llmr_usage_keep(llmr_usage_t *u, unsigned char c)
+{
+    int  boundary;
+
+    if (u->text_full) {
+        return;
+    }
+
+    if (u->escape) {
+        /* the letter of an escape: \uXXXX has four digits more */
+        boundary = 0;
+        u->text_hex = (c == 'u') ? 4 : 0;
+
+    } else if (u->text_hex) {
+        boundary = 0;
+        u->text_hex--;
+
+    } else if (c == '"') {
+        u->text_whole = u->text_len;
+        return;
+
+    } else {
+        /* not a UTF-8 continuation byte */
+        boundary = ((c & 0xc0) != 0x80);
+    }
+
+    if (boundary) {
+        u->text_whole = u->text_len;
+    }
+
+    if (u->text_len == u->text_size) {
+        u->text_full = 1;
+        return;
+    }
+
+    u->text[u->text_len++] = (c < 0x20) ? ' ' : c;
+}
+
+
 static void
 llmr_usage_reset(llmr_usage_t *u)
 {
     u->in_string = 0;
     u->escape = 0;
+
+    /* the part of a string a line cut off is no text */
+    u->text_len = u->text_whole;
+    u->text_hex = 0;
     u->expect_key = 0;
     u->in_key = 0;
     u->in_content = 0;
@@ -220,6 +290,10 @@ llmr_usage_byte(llmr_usage_t *u, unsigned char c)
     unsigned  field;
 
     if (u->in_string) {
+
+        if (u->in_content && u->text) {
+            llmr_usage_keep(u, c);
+        }
 
         if (u->escape) {
             u->escape = 0;

@@ -616,6 +616,97 @@ test_usage(void)
 }
 
 
+/* the text of an answer, kept as valid JSON string bodies */
+
+typedef struct {
+    const llmr_dialect_t  *dialect;
+    int                    sse;
+    const char            *answer;
+    const char            *text;
+    const char            *name;
+} answer_text_t;
+
+
+static void
+test_answer_text(void)
+{
+    size_t          chunk, n;
+    unsigned char   buf[64];
+    llmr_usage_t    u;
+    answer_text_t  *a;
+
+    static answer_text_t  answers[] = {
+        { CHAT, 0, "{\"choices\":[{\"message\":{\"role\":\"assistant\","
+                   "\"content\":\"Hi \\\"you\\\"\\n\\u00e9\"}}]}",
+          "Hi \\\"you\\\"\\n\\u00e9", "chat JSON, escapes as sent" },
+        { CHAT, 1, "data: {\"choices\":[{\"delta\":{\"role\":\"assistant\"}}]}"
+                   "\n\ndata: {\"choices\":[{\"delta\":{\"content\":\"Hel\"}}]}"
+                   "\n\ndata: {\"choices\":[{\"delta\":{\"content\":\"lo\"}}]}"
+                   "\n\ndata: [DONE]\n\n",
+          "Hello", "chat stream, deltas assembled" },
+        { MESSAGES, 0, "{\"type\":\"message\",\"content\":[{\"type\":\"text\","
+                       "\"text\":\"a\"},{\"type\":\"text\",\"text\":\"b\"}]}",
+          "ab", "Messages JSON, text blocks" },
+        { MESSAGES, 1, "event: content_block_delta\ndata: {\"type\":"
+                       "\"content_block_delta\",\"delta\":{\"type\":"
+                       "\"text_delta\",\"text\":\"x\"}}\n\n"
+                       "event: content_block_delta\ndata: {\"type\":"
+                       "\"content_block_delta\",\"delta\":{\"type\":"
+                       "\"text_delta\",\"text\":\"y\"}}\n\n",
+          "xy", "Messages stream" },
+        { RESPONSES, 1, "data: {\"type\":\"response.output_text.delta\","
+                        "\"delta\":\"ab\"}\n\ndata: {\"type\":"
+                        "\"response.completed\",\"response\":{\"output\":[{"
+                        "\"content\":[{\"type\":\"output_text\",\"text\":"
+                        "\"ab\"}]}]}}\n\n",
+          "ab", "Responses stream, the deltas once" },
+        { RESPONSES, 0, "{\"output\":[{\"type\":\"message\",\"content\":[{"
+                        "\"type\":\"output_text\",\"text\":\"ok\"}]}],"
+                        "\"text\":{\"format\":{\"type\":\"text\"}}}",
+          "ok", "Responses JSON" },
+        { CHAT, 0, "{\"choices\":[{\"message\":{\"content\":\"a\tb\"}}]}",
+          "a b", "a raw control character is a space" }
+    };
+
+    for (a = answers; a < answers + sizeof(answers) / sizeof(answers[0]); a++)
+    {
+        for (chunk = 0; chunk < 8; chunk++) {
+            feed_usage_text(&u, a->dialect, a->sse, a->answer, chunk, buf,
+                            sizeof(buf));
+
+            n = llmr_usage_text(&u);
+
+            if (n != strlen(a->text) || memcmp(buf, a->text, n) != 0) {
+                break;
+            }
+        }
+
+        tap_is(chunk, 8, a->name);
+    }
+
+    /* cut where a byte does not fit: before the character it is part of */
+
+    feed_usage_text(&u, CHAT, 0, "{\"content\":\"abc\\u00e9d\"}", 0, buf, 5);
+    tap_is(llmr_usage_text(&u), 3, "text: cut before an escape");
+
+    feed_usage_text(&u, CHAT, 0, "{\"content\":\"a\\nb\"}", 0, buf, 2);
+    tap_is(llmr_usage_text(&u), 1, "text: cut before a short escape");
+
+    feed_usage_text(&u, CHAT, 0, "{\"content\":\"a\xc3\xa9z\"}", 0, buf, 2);
+    tap_is(llmr_usage_text(&u), 1, "text: cut before a UTF-8 character");
+
+    feed_usage_text(&u, CHAT, 0, "{\"content\":\"abcd\"}", 0, buf, 4);
+    tap_is(llmr_usage_text(&u), 4, "text: a text that fits exactly");
+
+    feed_usage_text(&u, CHAT, 0, "{\"content\":\"abcde\"}", 0, buf, 4);
+    tap_is(llmr_usage_text(&u), 4, "text: cut, the rest dropped");
+
+    feed_usage_text(&u, CHAT, 1, "data: {\"content\":\"ab\\u00\n"
+                    "data: {\"content\":\"cd\"}\n", 0, buf, sizeof(buf));
+    tap_is_str((char *) buf, llmr_usage_text(&u), "abcd",
+               "text: what a line cut off in a string is dropped");
+}
+
 static void
 test_cost(void)
 {
@@ -941,6 +1032,7 @@ main(void)
     test_aliases();
     test_bound();
     test_usage();
+    test_answer_text();
     test_cost();
     test_answers();
     test_unasked();

@@ -43,13 +43,19 @@ feed_request(llmr_request_t *rq, const char *body, size_t chunk)
 }
 
 
+/* an answer fed in pieces, its text kept in buf when there is one */
+
 static void
-feed_usage(llmr_usage_t *u, const llmr_dialect_t *d, int sse,
-    const char *text, size_t chunk)
+feed_usage_text(llmr_usage_t *u, const llmr_dialect_t *d, int sse,
+    const char *text, size_t chunk, unsigned char *buf, size_t size)
 {
     size_t  len, off, n;
 
     llmr_usage_init(u, d, sse);
+
+    if (buf) {
+        llmr_usage_keep_text(u, buf, size);
+    }
 
     len = strlen(text);
 
@@ -57,6 +63,14 @@ feed_usage(llmr_usage_t *u, const llmr_dialect_t *d, int sse,
         n = (chunk && len - off > chunk) ? chunk : len - off;
         llmr_usage_feed(u, (const unsigned char *) text + off, n);
     }
+}
+
+
+static void
+feed_usage(llmr_usage_t *u, const llmr_dialect_t *d, int sse,
+    const char *text, size_t chunk)
+{
+    feed_usage_text(u, d, sse, text, chunk, NULL, 0);
 }
 
 
