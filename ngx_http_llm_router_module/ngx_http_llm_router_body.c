@@ -468,13 +468,16 @@ ngx_http_llm_router_decided(ngx_http_request_t *r,
 
     rc = ngx_http_llm_router_prepare(r, ctx);
     if (rc != NGX_OK) {
-        ngx_http_llm_router_settle(r, ctx, 0);
+        ngx_http_llm_router_settle(r, ctx->reservations,
+                                   &ctx->nreservations, 0);
         return rc;
     }
 
     ctx->routed = 1;
     ctx->failover = ctx->model->fallback
                     || (llcf->escalate && ctx->model->escalate);
+
+    ngx_http_llm_router_shadow(r, ctx);
 
     ngx_log_debug3(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
                    "llm_router: model \"%V\" by rule \"%V\", %uD tokens",
@@ -667,42 +670,16 @@ static ngx_int_t
 ngx_http_llm_router_rewrite_body(ngx_http_request_t *r,
     ngx_http_llm_router_ctx_t *ctx)
 {
-    off_t             len;
-    u_char           *p;
-    ngx_int_t         i, n;
-    llmr_str_t        upstream;
-    llmr_edit_t       edits[LLMR_EDITS_MAX];
-    ngx_chain_t      *chain;
-    llmr_features_t  *f;
+    off_t    len;
+    u_char  *p;
 
-    f = &ctx->request.f;
-
-    upstream.data = ctx->model->upstream_json.data;
-    upstream.len = ctx->model->upstream_json.len;
-
-    p = ngx_pnalloc(r->pool, llmr_rewrite_size(f, upstream.len));
-    if (p == NULL) {
+    if (ngx_http_llm_router_rewrite(r, ctx, ctx->model, ctx->client_bufs,
+                                    &r->request_body->bufs, &len)
+        != NGX_OK)
+    {
         return NGX_ERROR;
     }
 
-    n = llmr_rewrite(f, &upstream, p, edits);
-
-    /* the last edit first: the offsets of those before it stay true */
-
-    chain = ctx->client_bufs;
-    len = f->body_len;
-
-    for (i = n - 1; i >= 0; i--) {
-        if (ngx_http_llm_router_splice(r, chain, &edits[i], &chain)
-            != NGX_OK)
-        {
-            return NGX_ERROR;
-        }
-
-        len += edits[i].len - (edits[i].end - edits[i].start);
-    }
-
-    r->request_body->bufs = chain;
     r->headers_in.content_length_n = len;
 
     /* $content_length should tell what the provider gets */
@@ -717,6 +694,52 @@ ngx_http_llm_router_rewrite_body(ngx_http_request_t *r,
         r->headers_in.content_length->value.len =
                     ngx_sprintf(p, "%O", r->headers_in.content_length_n) - p;
     }
+
+    return NGX_OK;
+}
+
+
+/*
+ * The body in, the client's, for a model: a chain of r's pool that
+ * shares the buffers of in, and its length.
+ */
+
+ngx_int_t
+ngx_http_llm_router_rewrite(ngx_http_request_t *r,
+    ngx_http_llm_router_ctx_t *ctx, ngx_http_llm_router_model_t *model,
+    ngx_chain_t *in, ngx_chain_t **out, off_t *len)
+{
+    u_char           *p;
+    ngx_int_t         i, n;
+    llmr_str_t        upstream;
+    llmr_edit_t       edits[LLMR_EDITS_MAX];
+    llmr_features_t  *f;
+
+    f = &ctx->request.f;
+
+    upstream.data = model->upstream_json.data;
+    upstream.len = model->upstream_json.len;
+
+    p = ngx_pnalloc(r->pool, llmr_rewrite_size(f, upstream.len));
+    if (p == NULL) {
+        return NGX_ERROR;
+    }
+
+    n = llmr_rewrite(f, &upstream, p, edits);
+
+    /* the last edit first: the offsets of those before it stay true */
+
+    *len = f->body_len;
+
+    for (i = n - 1; i >= 0; i--) {
+        if (ngx_http_llm_router_splice(r, in, &edits[i], &in) != NGX_OK) {
+            return NGX_ERROR;
+        }
+
+        *len += edits[i].len - (edits[i].end - edits[i].start);
+    }
+
+    *out = in;
 
     return NGX_OK;
 }
@@ -1080,18 +1103,18 @@ ngx_http_llm_router_auth(ngx_http_request_t *r,
 
 
 /*
- * The headers of a triage subrequest: the client's without credentials,
- * in a list of its own, the model's key and a JSON content type, its
- * body being the module's whatever the client's was, and the header its
- * API requires ("anthropic-version") if the client did not send it.  The
- * list is made before the subrequest, which must never start with the
- * client's.
+ * The headers of a call the router makes (triage, shadow): the client's
+ * without credentials, in a list of its own from pool, the model's key
+ * and a JSON content type, its body being the module's whatever the
+ * client's was, and the header its API requires ("anthropic-version")
+ * if the client did not send it.  The list is made before the call,
+ * which must never start with the client's.
  */
 
 ngx_int_t
-ngx_http_llm_router_triage_headers(ngx_http_request_t *r,
+ngx_http_llm_router_call_headers(ngx_http_request_t *r,
     ngx_http_llm_router_ctx_t *ctx, ngx_http_llm_router_model_t *model,
-    ngx_str_t *auth, ngx_list_t *list)
+    ngx_str_t *auth, ngx_list_t *list, ngx_pool_t *pool)
 {
     ngx_str_t              name, value;
     ngx_uint_t             i, required;
@@ -1105,7 +1128,7 @@ ngx_http_llm_router_triage_headers(ngx_http_request_t *r,
     d = model->dialect;
     required = (d->header.len != 0);
 
-    if (ngx_list_init(list, r->pool, ctx->headers.part.nelts + 3,
+    if (ngx_list_init(list, pool, ctx->headers.part.nelts + 3,
                       sizeof(ngx_table_elt_t))
         != NGX_OK)
     {
@@ -1143,7 +1166,7 @@ ngx_http_llm_router_triage_headers(ngx_http_request_t *r,
         value.data = (u_char *) d->header_value.data;
         value.len = d->header_value.len;
 
-        if (ngx_http_llm_router_push_header(r->pool, list, &name, &value)
+        if (ngx_http_llm_router_push_header(pool, list, &name, &value)
             != NGX_OK)
         {
             return NGX_ERROR;
@@ -1152,7 +1175,7 @@ ngx_http_llm_router_triage_headers(ngx_http_request_t *r,
 
     ngx_str_set(&name, "Content-Type");
 
-    if (ngx_http_llm_router_push_header(r->pool, list, &name,
+    if (ngx_http_llm_router_push_header(pool, list, &name,
                                         &ngx_http_llm_router_json_type)
         != NGX_OK)
     {
@@ -1163,7 +1186,7 @@ ngx_http_llm_router_triage_headers(ngx_http_request_t *r,
         return NGX_OK;
     }
 
-    return ngx_http_llm_router_push_header(r->pool, list,
+    return ngx_http_llm_router_push_header(pool, list,
                               &ngx_http_llm_router_auth_headers[model->auth],
                               auth);
 }

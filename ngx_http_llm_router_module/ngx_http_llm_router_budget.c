@@ -59,6 +59,8 @@ static ngx_int_t ngx_http_llm_router_refuse(ngx_http_request_t *r,
 static uint64_t ngx_http_llm_router_worst(ngx_http_request_t *r,
     ngx_http_llm_router_ctx_t *ctx, ngx_http_llm_router_budget_t *b,
     ngx_http_llm_router_model_t *m, ngx_uint_t depth);
+static uint64_t ngx_http_llm_router_worst_call(ngx_http_llm_router_ctx_t *ctx,
+    ngx_http_llm_router_budget_t *b, ngx_http_llm_router_model_t *m);
 static uint64_t ngx_http_llm_router_pico_add(uint64_t a, uint64_t b);
 static uint64_t ngx_http_llm_router_pico_mul(uint64_t a, uint64_t b);
 static size_t ngx_http_llm_router_key_cut(u_char *p, size_t len);
@@ -282,8 +284,7 @@ ngx_http_llm_router_worst(ngx_http_request_t *r,
     ngx_http_llm_router_ctx_t *ctx, ngx_http_llm_router_budget_t *b,
     ngx_http_llm_router_model_t *m, ngx_uint_t depth)
 {
-    uint64_t                         cost, price, tokens, fallback;
-    llmr_features_t                 *f;
+    uint64_t                         cost, fallback;
     ngx_http_llm_router_loc_conf_t  *llcf;
 
     if (m == NULL || depth == NGX_HTTP_LLM_ROUTER_ATTEMPTS_MAX) {
@@ -291,6 +292,30 @@ ngx_http_llm_router_worst(ngx_http_request_t *r,
     }
 
     llcf = ngx_http_get_module_loc_conf(r, ngx_http_llm_router_module);
+
+    cost = ngx_http_llm_router_worst_call(ctx, b, m);
+
+    if (llcf->escalate) {
+        cost = ngx_http_llm_router_pico_add(cost,
+                   ngx_http_llm_router_worst(r, ctx, b, m->escalate,
+                                             depth + 1));
+    }
+
+    fallback = ngx_http_llm_router_worst(r, ctx, b, m->fallback, depth + 1);
+
+    return ngx_max(cost, fallback);
+}
+
+
+/* the worst case of one call of model m */
+
+static uint64_t
+ngx_http_llm_router_worst_call(ngx_http_llm_router_ctx_t *ctx,
+    ngx_http_llm_router_budget_t *b, ngx_http_llm_router_model_t *m)
+{
+    uint64_t          price, tokens;
+    llmr_features_t  *f;
+
     f = &ctx->request.f;
 
     tokens = (f->max_tokens > 0) ? (uint64_t) f->max_tokens
@@ -310,19 +335,9 @@ ngx_http_llm_router_worst(ngx_http_request_t *r,
 
     price = ngx_max(m->price_in, m->price_cache_write);
 
-    cost = ngx_http_llm_router_pico_add(
+    return ngx_http_llm_router_pico_add(
                ngx_http_llm_router_pico_mul(f->prompt_tokens, price),
                ngx_http_llm_router_pico_mul(tokens, m->price_out));
-
-    if (llcf->escalate) {
-        cost = ngx_http_llm_router_pico_add(cost,
-                   ngx_http_llm_router_worst(r, ctx, b, m->escalate,
-                                             depth + 1));
-    }
-
-    fallback = ngx_http_llm_router_worst(r, ctx, b, m->fallback, depth + 1);
-
-    return ngx_max(cost, fallback);
 }
 
 
@@ -373,7 +388,8 @@ ngx_http_llm_router_reserve(ngx_http_request_t *r,
                                      &ctx->reservations[ctx->nreservations]);
         if (rc != NGX_OK) {
             /* what the other budgets reserved is given back */
-            ngx_http_llm_router_settle(r, ctx, 0);
+            ngx_http_llm_router_settle(r, ctx->reservations,
+                                       &ctx->nreservations, 0);
             return rc;
         }
     }
@@ -457,6 +473,7 @@ ngx_http_llm_router_reserve_one(ngx_http_request_t *r,
 
     ngx_shmtx_unlock(&shpool->mutex);
 
+    res->budget = b;
     res->spend = s;
     res->period = period;
     res->reserved = worst;
@@ -627,7 +644,8 @@ ngx_http_llm_router_log_escape(u_char *p, u_char *data, size_t len)
 
 void
 ngx_http_llm_router_settle(ngx_http_request_t *r,
-    ngx_http_llm_router_ctx_t *ctx, uint64_t cost)
+    ngx_http_llm_router_reservation_t *reservations, ngx_uint_t *n,
+    uint64_t cost)
 {
     ngx_uint_t                          i;
     ngx_slab_pool_t                    *shpool;
@@ -636,7 +654,7 @@ ngx_http_llm_router_settle(ngx_http_request_t *r,
     ngx_http_llm_router_main_conf_t    *lmcf;
     ngx_http_llm_router_reservation_t  *res;
 
-    if (ctx->nreservations == 0) {
+    if (*n == 0) {
         return;
     }
 
@@ -646,8 +664,8 @@ ngx_http_llm_router_settle(ngx_http_request_t *r,
 
     ngx_shmtx_lock(&shpool->mutex);
 
-    for (i = 0; i < ctx->nreservations; i++) {
-        res = &ctx->reservations[i];
+    for (i = 0; i < *n; i++) {
+        res = &reservations[i];
         s = res->spend;
 
         if (s->period == res->period) {
@@ -671,7 +689,69 @@ ngx_http_llm_router_settle(ngx_http_request_t *r,
 
     ngx_shmtx_unlock(&shpool->mutex);
 
-    ctx->nreservations = 0;
+    *n = 0;
+}
+
+
+/*
+ * One call of model m more, on the keys the request reserved: NGX_OK, or
+ * NGX_DECLINED where it does not fit, and nothing is reserved.
+ */
+
+ngx_int_t
+ngx_http_llm_router_reserve_call(ngx_http_request_t *r,
+    ngx_http_llm_router_ctx_t *ctx, ngx_http_llm_router_model_t *m,
+    ngx_http_llm_router_reservation_t *reservations, ngx_uint_t *n)
+{
+    uint64_t                            worst;
+    ngx_uint_t                          i;
+    ngx_slab_pool_t                    *shpool;
+    ngx_http_llm_router_spend_t        *s;
+    ngx_http_llm_router_main_conf_t    *lmcf;
+    ngx_http_llm_router_reservation_t  *res;
+
+    *n = 0;
+
+    if (ctx->nreservations == 0) {
+        return NGX_OK;
+    }
+
+    lmcf = ngx_http_get_module_main_conf(r, ngx_http_llm_router_module);
+    shpool = (ngx_slab_pool_t *) lmcf->zone->shm.addr;
+
+    ngx_shmtx_lock(&shpool->mutex);
+
+    for (i = 0; i < ctx->nreservations; i++) {
+        res = &ctx->reservations[i];
+        s = res->spend;
+        worst = ngx_http_llm_router_worst_call(ctx, res->budget, m);
+
+        if (s->period != res->period
+            || ngx_http_llm_router_pico_add(
+                   ngx_http_llm_router_pico_add(s->spent, s->reserved),
+                   worst)
+               > res->budget->limit)
+        {
+            break;
+        }
+
+        s->reserved += worst;
+        s->inflight++;
+
+        reservations[i] = *res;
+        reservations[i].reserved = worst;
+    }
+
+    ngx_shmtx_unlock(&shpool->mutex);
+
+    *n = i;
+
+    if (i < ctx->nreservations) {
+        ngx_http_llm_router_settle(r, reservations, n, 0);
+        return NGX_DECLINED;
+    }
+
+    return NGX_OK;
 }
 
 

@@ -22,7 +22,6 @@ static ngx_int_t ngx_http_llm_router_body_filter(ngx_http_request_t *r,
     ngx_chain_t *in);
 static ngx_int_t ngx_http_llm_router_json_error(ngx_http_request_t *r,
     ngx_http_llm_router_ctx_t *ctx);
-static ngx_uint_t ngx_http_llm_router_sse(ngx_http_request_t *r);
 static ngx_uint_t ngx_http_llm_router_unasked(ngx_http_request_t *r,
     ngx_http_llm_router_ctx_t *ctx);
 static ngx_int_t ngx_http_llm_router_add_header(ngx_http_request_t *r,
@@ -33,7 +32,6 @@ static u_char *ngx_http_llm_router_unask_line(
     ngx_http_llm_router_strip_t *strip, u_char *line, size_t len, u_char *out);
 static u_char *ngx_http_llm_router_keep_tail(
     ngx_http_llm_router_strip_t *strip, u_char *p, size_t n, u_char *out);
-static void ngx_http_llm_router_consume(ngx_chain_t *in);
 
 
 static ngx_http_output_header_filter_pt  ngx_http_next_header_filter;
@@ -88,6 +86,10 @@ ngx_http_llm_router_header_filter(ngx_http_request_t *r)
         if (ctx && r == ctx->triage_sr) {
             /* the triage model's answer is the router's, not the client's */
             return ngx_http_llm_router_triage_header(r, ctx);
+        }
+
+        if (ctx && ctx->shadow && r == ctx->shadow->sr) {
+            return ngx_http_llm_router_shadow_header(r, ctx->shadow);
         }
 
         /* a try of failover: dropped, or the header of the answer */
@@ -162,6 +164,10 @@ ngx_http_llm_router_header_filter(ngx_http_request_t *r)
         llmr_usage_init(&ctx->usage, ctx->dialect, sse);
         ctx->scan_usage = 1;
 
+        if (ctx->shadow) {
+            ngx_http_llm_router_shadow_keep(ctx->shadow, &ctx->usage);
+        }
+
         /*
          * the usage chunk the router asked for is not the client's; the
          * answer is not buffered to a file, which would not be read back
@@ -200,7 +206,7 @@ ngx_http_llm_router_header_filter(ngx_http_request_t *r)
  * as long as Retry-After says.
  */
 
-static ngx_uint_t
+ngx_uint_t
 ngx_http_llm_router_sse(ngx_http_request_t *r)
 {
     return r->headers_out.content_type.len >= sizeof("text/event-stream") - 1
@@ -334,6 +340,10 @@ ngx_http_llm_router_body_filter(ngx_http_request_t *r, ngx_chain_t *in)
 
     if (ctx && r == ctx->triage_sr) {
         return ngx_http_llm_router_triage_body(r, ctx, in);
+    }
+
+    if (ctx && ctx->shadow && r == ctx->shadow->sr) {
+        return ngx_http_llm_router_shadow_body(r, ctx->shadow, in);
     }
 
     if (ctx == NULL || (r != r->main && r != ctx->sr)) {
@@ -568,7 +578,7 @@ ngx_http_llm_router_unask_line(ngx_http_llm_router_strip_t *strip,
 }
 
 
-static void
+void
 ngx_http_llm_router_consume(ngx_chain_t *in)
 {
     for ( /* void */ ; in; in = in->next) {

@@ -333,6 +333,13 @@ static ngx_command_t  ngx_http_llm_router_commands[] = {
       0,
       NULL },
 
+    { ngx_string("llm_router_shadow"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_1MORE,
+      ngx_http_llm_router_shadow_directive,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
     { ngx_string("llm_router_triage_prompt"),
       NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
       ngx_conf_set_str_slot,
@@ -1575,6 +1582,41 @@ ngx_http_llm_router_check_label(ngx_conf_t *cf, ngx_str_t *name)
 }
 
 
+/*
+ * A call the router makes (triage, shadow) goes to a location made for
+ * it, internal: not back through the one that serves the clients, under
+ * their settings, unrouted.  An exact or a prefix location of the URI's
+ * very name takes it (a prefix one, unless an exact one does); the
+ * location tree that would tell more is not built yet.
+ */
+
+char *
+ngx_http_llm_router_check_uri(ngx_conf_t *cf,
+    ngx_http_llm_router_loc_conf_t *conf, ngx_str_t *uri,
+    const char *directive, u_char *file, ngx_uint_t line)
+{
+    ngx_http_core_loc_conf_t  *clcf;
+
+    clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
+
+    if (ngx_http_llm_router_on(conf)
+        && !clcf->named && !clcf->noname
+#if (NGX_PCRE)
+        && clcf->regex == NULL
+#endif
+        && clcf->name.len == uri->len
+        && ngx_strncmp(clcf->name.data, uri->data, uri->len) == 0)
+    {
+        ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
+                      "the URI \"%V\" of \"%s\" is the location that "
+                      "routes in %s:%ui", uri, directive, file, line);
+        return NGX_CONF_ERROR;
+    }
+
+    return NGX_CONF_OK;
+}
+
+
 /* models, keyword lists and budgets alike start with their name */
 
 ngx_int_t
@@ -1683,10 +1725,21 @@ ngx_http_llm_router_preconfiguration(ngx_conf_t *cf)
 static ngx_int_t
 ngx_http_llm_router_postconfiguration(ngx_conf_t *cf)
 {
-    ngx_http_handler_pt        *h;
-    ngx_http_core_main_conf_t  *cmcf;
+    ngx_http_handler_pt              *h;
+    ngx_http_core_main_conf_t        *cmcf;
+    ngx_http_llm_router_main_conf_t  *lmcf;
+
+    static ngx_str_t  request_id = ngx_string("request_id");
 
     cmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_core_module);
+    lmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_llm_router_module);
+
+    /* a shadow samples by it, and its own request logs it */
+
+    lmcf->request_id = ngx_http_get_variable_index(cf, &request_id);
+    if (lmcf->request_id == NGX_ERROR) {
+        return NGX_ERROR;
+    }
 
     /* after access checks: a request that is not allowed is never read */
 
@@ -1909,6 +1962,7 @@ ngx_http_llm_router_create_loc_conf(ngx_conf_t *cf)
     llcf->history = NGX_CONF_UNSET;
     llcf->string_buffer_size = NGX_CONF_UNSET_SIZE;
     llcf->triage = NGX_CONF_UNSET_PTR;
+    llcf->shadow = NGX_CONF_UNSET_PTR;
     llcf->api = NGX_CONF_UNSET_UINT;
 
     return llcf;
@@ -2007,7 +2061,9 @@ ngx_http_llm_router_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
         conf->default_line = prev->default_line;
     }
 
-    if (ngx_http_llm_router_merge_triage(cf, prev, conf) != NGX_CONF_OK) {
+    if (ngx_http_llm_router_merge_triage(cf, prev, conf) != NGX_CONF_OK
+        || ngx_http_llm_router_merge_shadow(cf, prev, conf) != NGX_CONF_OK)
+    {
         return NGX_CONF_ERROR;
     }
 

@@ -75,7 +75,8 @@ enum {
     NGX_HTTP_LLM_ROUTER_SERIES_ESCALATION,       /* from, to, reason */
     NGX_HTTP_LLM_ROUTER_SERIES_ERROR,            /* model, status */
     NGX_HTTP_LLM_ROUTER_SERIES_BUDGET,           /* budget, action */
-    NGX_HTTP_LLM_ROUTER_SERIES_TRIAGE            /* model, result */
+    NGX_HTTP_LLM_ROUTER_SERIES_TRIAGE,           /* model, result */
+    NGX_HTTP_LLM_ROUTER_SERIES_SHADOW            /* model, rule, result */
 };
 
 
@@ -149,6 +150,7 @@ typedef struct {
 #define NGX_HTTP_LLM_ROUTER_BUDGETS_MAX   4
 
 typedef struct {
+    ngx_http_llm_router_budget_t  *budget;
     void                          *spend;         /* in the zone */
     ngx_uint_t                     period;
     uint64_t                       reserved;
@@ -203,6 +205,7 @@ typedef struct {
     void                          *shm;
     ngx_array_t                    budgets; /* ngx_http_llm_router_budget_t */
     ngx_http_llm_router_alert_t    alerts[NGX_HTTP_LLM_ROUTER_RATES];
+    ngx_int_t                      request_id;    /* the variable's index */
 } ngx_http_llm_router_main_conf_t;
 
 
@@ -221,6 +224,19 @@ typedef struct {
     ngx_uint_t                     line;
 } ngx_http_llm_router_triage_t;
 
+
+/* llm_router_shadow: the location that reaches a stronger model */
+
+typedef struct {
+    ngx_str_t                      uri;
+    ngx_str_t                      model_name;
+    ngx_http_llm_router_model_t   *model;
+    ngx_uint_t                     sample;        /* of 10000 requests */
+    size_t                         max_answer;
+    ngx_msec_t                     timeout;
+    u_char                        *file;
+    ngx_uint_t                     line;
+} ngx_http_llm_router_shadow_conf_t;
 
 /* a rule condition on a variable: "$var=value" or "$var~regex" */
 
@@ -274,6 +290,8 @@ typedef struct {
     ngx_http_llm_router_triage_t  *triage;
     ngx_str_t                      triage_prompt;
 
+    ngx_http_llm_router_shadow_conf_t  *shadow;
+
     ngx_http_handler_pt            content;      /* explain or status */
 
     ngx_uint_t                     api;      /* llmr_api_e, or LLMR_APIS */
@@ -301,6 +319,55 @@ typedef struct {
 
 
 #define NGX_HTTP_LLM_ROUTER_ATTEMPTS_MAX  8
+
+
+/*
+ * A shadow call: the request of the module's own that makes it, and the
+ * pair of answers, kept until both the client's request and the call
+ * have ended.  It lives in the pool of that request.
+ */
+
+typedef struct {
+    ngx_http_request_t                 *request;
+    ngx_http_request_t                 *sr;       /* to the shadow location */
+    ngx_http_llm_router_shadow_conf_t  *conf;
+
+    /* the client's request, and its answer */
+    ngx_str_t                           id;
+    ngx_str_t                           body;
+    const llmr_dialect_t               *dialect;
+    ngx_http_llm_router_model_t        *routed;   /* for the metrics */
+    ngx_str_t                           rule;
+    uint32_t                            prompt_tokens;   /* the estimate */
+    ngx_http_llm_router_model_t        *answered;
+    ngx_uint_t                          status;
+    uint64_t                            cost;
+    u_char                             *answer;
+    size_t                              answer_len;
+
+    /* the shadow call */
+    llmr_usage_t                        usage;
+    u_char                             *shadow_answer;
+    ngx_uint_t                          shadow_status;
+    ngx_msec_t                          start;
+    ngx_msec_t                          latency;
+    llmr_tokens_t                       tokens;
+    uint64_t                            shadow_cost;
+    ngx_table_elt_t                    *key_header;
+    ngx_http_llm_router_reservation_t
+                             reservations[NGX_HTTP_LLM_ROUTER_BUDGETS_MAX];
+    ngx_uint_t                          nreservations;
+
+    ngx_event_t                         start_event;
+    ngx_event_t                         finish_event;
+    ngx_event_t                         timer;
+
+    unsigned                            scanned:1;    /* its answer began */
+    unsigned                            done:1;
+    unsigned                            timed_out:1;
+    unsigned                            client_done:1;
+    unsigned                            escalated:1;
+} ngx_http_llm_router_shadow_t;
 
 
 /* one try of a model, for the log */
@@ -391,6 +458,9 @@ typedef struct {
     const char                    *triage_error;
     ngx_uint_t                     triage_status;
 
+    /* the shadow call of this request, or of the module's own request */
+    ngx_http_llm_router_shadow_t  *shadow;
+
     /* the phase handler's answer once the body is read */
     ngx_int_t                      status;
     ngx_str_t                      error;
@@ -411,6 +481,7 @@ typedef struct {
     unsigned                       json_error:1;
     unsigned                       json_error_sent:1;
     unsigned                       no_retry:1;    /* retrying cannot help */
+    unsigned                       shadow_skipped:1;
 } ngx_http_llm_router_ctx_t;
 
 
@@ -464,7 +535,14 @@ char *ngx_http_llm_router_budget(ngx_conf_t *cf, ngx_command_t *cmd,
 ngx_int_t ngx_http_llm_router_reserve(ngx_http_request_t *r,
     ngx_http_llm_router_ctx_t *ctx);
 void ngx_http_llm_router_settle(ngx_http_request_t *r,
-    ngx_http_llm_router_ctx_t *ctx, uint64_t cost);
+    ngx_http_llm_router_reservation_t *reservations, ngx_uint_t *n,
+    uint64_t cost);
+ngx_int_t ngx_http_llm_router_reserve_call(ngx_http_request_t *r,
+    ngx_http_llm_router_ctx_t *ctx, ngx_http_llm_router_model_t *m,
+    ngx_http_llm_router_reservation_t *reservations, ngx_uint_t *n);
+void ngx_http_llm_router_bill(ngx_http_llm_router_main_conf_t *lmcf,
+    ngx_http_llm_router_model_t *model, llmr_tokens_t *tokens,
+    uint64_t cost);
 u_char *ngx_http_llm_router_budget_status(u_char *p, ngx_http_request_t *r);
 u_char *ngx_http_llm_router_prom_escape(u_char *p, u_char *data,
     size_t len);
@@ -492,9 +570,37 @@ void ngx_http_llm_router_resume(ngx_http_request_t *r);
 void ngx_http_llm_router_hide_key(ngx_http_llm_router_ctx_t *ctx);
 ngx_int_t ngx_http_llm_router_auth(ngx_http_request_t *r,
     ngx_http_llm_router_model_t *model, ngx_str_t *value);
-ngx_int_t ngx_http_llm_router_triage_headers(ngx_http_request_t *r,
+ngx_int_t ngx_http_llm_router_call_headers(ngx_http_request_t *r,
     ngx_http_llm_router_ctx_t *ctx, ngx_http_llm_router_model_t *model,
-    ngx_str_t *auth, ngx_list_t *list);
+    ngx_str_t *auth, ngx_list_t *list, ngx_pool_t *pool);
+ngx_int_t ngx_http_llm_router_rewrite(ngx_http_request_t *r,
+    ngx_http_llm_router_ctx_t *ctx, ngx_http_llm_router_model_t *model,
+    ngx_chain_t *in, ngx_chain_t **out, off_t *len);
+char *ngx_http_llm_router_check_uri(ngx_conf_t *cf,
+    ngx_http_llm_router_loc_conf_t *conf, ngx_str_t *uri,
+    const char *directive, u_char *file, ngx_uint_t line);
+
+char *ngx_http_llm_router_shadow_directive(ngx_conf_t *cf,
+    ngx_command_t *cmd, void *conf);
+char *ngx_http_llm_router_merge_shadow(ngx_conf_t *cf,
+    ngx_http_llm_router_loc_conf_t *prev,
+    ngx_http_llm_router_loc_conf_t *conf);
+void ngx_http_llm_router_shadow(ngx_http_request_t *r,
+    ngx_http_llm_router_ctx_t *ctx);
+ngx_int_t ngx_http_llm_router_shadow_header(ngx_http_request_t *sr,
+    ngx_http_llm_router_shadow_t *s);
+ngx_int_t ngx_http_llm_router_shadow_body(ngx_http_request_t *sr,
+    ngx_http_llm_router_shadow_t *s, ngx_chain_t *in);
+void ngx_http_llm_router_shadow_keep(ngx_http_llm_router_shadow_t *s,
+    llmr_usage_t *u);
+ngx_int_t ngx_http_llm_router_shadow_variable(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v, uintptr_t data);
+size_t ngx_http_llm_router_shadow_log_size(ngx_http_request_t *r,
+    ngx_http_llm_router_ctx_t *ctx);
+u_char *ngx_http_llm_router_shadow_log(u_char *p, ngx_http_request_t *r,
+    ngx_http_llm_router_ctx_t *ctx);
+ngx_uint_t ngx_http_llm_router_sse(ngx_http_request_t *r);
+void ngx_http_llm_router_consume(ngx_chain_t *in);
 ngx_int_t ngx_http_llm_router_send_buf(ngx_http_request_t *r, ngx_buf_t *b,
     ngx_str_t *type);
 const llmr_dialect_t *ngx_http_llm_router_dialect(ngx_http_request_t *r);

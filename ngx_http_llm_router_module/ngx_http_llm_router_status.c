@@ -76,6 +76,9 @@ static ngx_http_llm_router_metric_t  ngx_http_llm_router_metrics[] = {
     { NGX_HTTP_LLM_ROUTER_SERIES_TRIAGE, "llm_router_triage_total",
       "Triage verdicts asked of a small model, by model and result.",
       { "model", "result", NULL } },
+    { NGX_HTTP_LLM_ROUTER_SERIES_SHADOW, "llm_router_shadow_total",
+      "Shadow calls of a stronger model, by the model and rule routed to "
+      "and result.", { "model", "rule", "result" } },
     { 0, NULL, NULL, { NULL, NULL, NULL } }
 };
 

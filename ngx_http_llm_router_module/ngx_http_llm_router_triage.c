@@ -214,7 +214,6 @@ ngx_http_llm_router_merge_triage(ngx_conf_t *cf,
     ngx_http_llm_router_loc_conf_t *conf)
 {
     ngx_int_t                         m;
-    ngx_http_core_loc_conf_t         *clcf;
     ngx_http_llm_router_triage_t     *t;
     ngx_http_llm_router_main_conf_t  *lmcf;
 
@@ -224,28 +223,11 @@ ngx_http_llm_router_merge_triage(ngx_conf_t *cf,
 
     t = conf->triage;
 
-    /*
-     * The triage request goes to a location made for it, internal:
-     * not back through the one that serves the clients, under their
-     * settings, unrouted.  An exact or a prefix location of the URI's
-     * very name takes it (a prefix one, unless an exact one does); the
-     * location tree that would tell more is not built yet.
-     */
-
-    clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
-
-    if (t && ngx_http_llm_router_on(conf)
-        && !clcf->named && !clcf->noname
-#if (NGX_PCRE)
-        && clcf->regex == NULL
-#endif
-        && clcf->name.len == t->uri.len
-        && ngx_strncmp(clcf->name.data, t->uri.data, t->uri.len) == 0)
+    if (t && ngx_http_llm_router_check_uri(cf, conf, &t->uri,
+                                           "llm_router_triage", t->file,
+                                           t->line)
+             != NGX_CONF_OK)
     {
-        ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
-                      "the URI \"%V\" of \"llm_router_triage\" is the "
-                      "location that routes in %s:%ui", &t->uri, t->file,
-                      t->line);
         return NGX_CONF_ERROR;
     }
 
@@ -391,7 +373,8 @@ ngx_http_llm_router_ask(ngx_http_request_t *r,
         return NGX_ERROR;
     }
 
-    if (ngx_http_llm_router_triage_headers(r, ctx, t->model, &auth, &headers)
+    if (ngx_http_llm_router_call_headers(r, ctx, t->model, &auth, &headers,
+                                         r->pool)
         != NGX_OK)
     {
         return NGX_ERROR;

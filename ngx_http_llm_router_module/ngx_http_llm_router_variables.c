@@ -92,6 +92,10 @@ static ngx_http_variable_t  ngx_http_llm_router_vars[] = {
       ngx_http_llm_router_log_variable, 0,
       NGX_HTTP_VAR_NOCACHEABLE, 0 },
 
+    { ngx_string("llm_router_shadow_record"), NULL,
+      ngx_http_llm_router_shadow_variable, 0,
+      NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
       ngx_http_null_variable
 };
 
@@ -148,7 +152,7 @@ ngx_http_llm_router_value(ngx_http_variable_value_t *v, u_char *data,
 }
 
 
-/* in the triage subrequest, the model is the triage model */
+/* in the triage and shadow subrequests, the model is theirs */
 
 static ngx_int_t
 ngx_http_llm_router_model_variable(ngx_http_request_t *r,
@@ -165,6 +169,9 @@ ngx_http_llm_router_model_variable(ngx_http_request_t *r,
         llcf = ngx_http_get_module_loc_conf(r->main,
                                             ngx_http_llm_router_module);
         model = llcf->triage->model;
+
+    } else if (ctx && ctx->shadow && r == ctx->shadow->sr) {
+        model = ctx->shadow->conf->model;
 
     } else {
         ctx = ngx_http_llm_router_routed(r, v);
@@ -563,9 +570,14 @@ ngx_http_llm_router_log_variable(ngx_http_request_t *r,
     llcf = ngx_http_get_module_loc_conf(r, ngx_http_llm_router_module);
     ctx = ngx_http_get_module_ctx(r, ngx_http_llm_router_module);
 
-    /* the tries of failover (log_subrequest on) are in the main record */
+    /*
+     * the tries of failover (log_subrequest on) are in the main record,
+     * and the shadow call has a record of its own
+     */
 
-    if (r != r->main || (!ngx_http_llm_router_on(llcf) && ctx == NULL)) {
+    if (r != r->main || (!ngx_http_llm_router_on(llcf) && ctx == NULL)
+        || (ctx && ctx->shadow && ctx->shadow->request == r))
+    {
         v->not_found = 1;
         return NGX_OK;
     }
@@ -583,7 +595,8 @@ ngx_http_llm_router_log_variable(ngx_http_request_t *r,
           + ngx_http_llm_router_decision_size(ctx)
           + (ctx ? ngx_http_llm_router_json_size(&ctx->error) : 0)
           + 7 * NGX_INT64_LEN + LLMR_USD_MAX + a.source.len
-          + ngx_http_llm_router_attempts_size(ctx);
+          + ngx_http_llm_router_attempts_size(ctx)
+          + ngx_http_llm_router_shadow_log_size(r, ctx);
 
     start = ngx_pnalloc(r->pool, len);
     if (start == NULL) {
@@ -605,6 +618,7 @@ ngx_http_llm_router_log_variable(ngx_http_request_t *r,
 
     p = ngx_sprintf(p, ",\"status\":%ui,\"latency_ms\":%M", status, ms);
     p = ngx_http_llm_router_attempts(p, ctx, &a, status, ms);
+    p = ngx_http_llm_router_shadow_log(p, r, ctx);
 
     if (ctx && ctx->error.len) {
         p = ngx_cpymem(p, ",\"error\":", sizeof(",\"error\":") - 1);

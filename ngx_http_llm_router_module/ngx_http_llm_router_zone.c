@@ -469,7 +469,6 @@ ngx_http_llm_router_count_triage(ngx_http_request_t *r,
 {
     ngx_str_t                         result;
     ngx_http_llm_router_model_t      *model;
-    ngx_http_llm_router_shm_model_t  *e;
     ngx_http_llm_router_loc_conf_t   *llcf;
     ngx_http_llm_router_main_conf_t  *lmcf;
 
@@ -495,13 +494,29 @@ ngx_http_llm_router_count_triage(ngx_http_request_t *r,
     ngx_http_llm_router_series(lmcf->shm, NGX_HTTP_LLM_ROUTER_SERIES_TRIAGE,
                                &model->name, &result, NULL);
 
+    ngx_http_llm_router_bill(lmcf, model, &ctx->triage_tokens,
+                             ctx->triage_cost);
+}
+
+
+/* a call's tokens and cost, under its model */
+
+void
+ngx_http_llm_router_bill(ngx_http_llm_router_main_conf_t *lmcf,
+    ngx_http_llm_router_model_t *model, llmr_tokens_t *tokens, uint64_t cost)
+{
+    ngx_http_llm_router_shm_model_t  *e;
+
+    if (tokens->prompt == 0 && tokens->completion == 0 && cost == 0) {
+        return;
+    }
+
     e = ngx_http_llm_router_shm_model(lmcf, model);
 
-    if (e && (ctx->triage_tokens.prompt || ctx->triage_cost)) {
-        (void) ngx_atomic_fetch_add(&e->prompt, ctx->triage_tokens.prompt);
-        (void) ngx_atomic_fetch_add(&e->completion,
-                                    ctx->triage_tokens.completion);
-        (void) ngx_atomic_fetch_add(&e->cost, ctx->triage_cost);
+    if (e) {
+        (void) ngx_atomic_fetch_add(&e->prompt, tokens->prompt);
+        (void) ngx_atomic_fetch_add(&e->completion, tokens->completion);
+        (void) ngx_atomic_fetch_add(&e->cost, cost);
     }
 }
 
@@ -629,19 +644,9 @@ ngx_http_llm_router_count(ngx_http_request_t *r)
 
         /* an escalated answer was produced, and billed */
 
-        if (i != ctx->answered
-            && (at[i].tokens.prompt || at[i].tokens.completion
-                || at[i].cost))
-        {
-            e = ngx_http_llm_router_shm_model(lmcf, at[i].model);
-
-            if (e) {
-                (void) ngx_atomic_fetch_add(&e->prompt,
-                                            at[i].tokens.prompt);
-                (void) ngx_atomic_fetch_add(&e->completion,
-                                            at[i].tokens.completion);
-                (void) ngx_atomic_fetch_add(&e->cost, at[i].cost);
-            }
+        if (i != ctx->answered) {
+            ngx_http_llm_router_bill(lmcf, at[i].model, &at[i].tokens,
+                                     at[i].cost);
         }
     }
 
@@ -656,7 +661,7 @@ ngx_http_llm_router_count(ngx_http_request_t *r)
 
     ngx_http_llm_router_count_triage(r, ctx);
 
-    ngx_http_llm_router_settle(r, ctx,
+    ngx_http_llm_router_settle(r, ctx->reservations, &ctx->nreservations,
                                ngx_http_llm_router_total_cost(ctx, &a));
 
     /* the rates the alerts watch */

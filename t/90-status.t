@@ -81,6 +81,7 @@ my @FAMILIES = (
     [llm_router_escalations_total => 'counter'],
     [llm_router_upstream_errors_total => 'counter'],
     [llm_router_triage_total => 'counter'],
+    [llm_router_shadow_total => 'counter'],
     [llm_router_prompt_tokens_total => 'counter'],
     [llm_router_completion_tokens_total => 'counter'],
     [llm_router_cost_usd_total => 'counter'],
@@ -313,7 +314,7 @@ $j = scrape($t, '?format=json');
 
 is_deeply [$j->{status}, $j->{headers}{'content-type'}, ref $j->{json}], [200, 'application/json', 'HASH'],
           '?format=json: 200, application/json, an object';
-is_deeply [sort grep { !/^budget/ } keys %{ $j->{json} }], [qw(escalations fallbacks models requests triage upstream_errors)],
+is_deeply [sort grep { !/^budget/ } keys %{ $j->{json} }], [qw(escalations fallbacks models requests shadow triage upstream_errors)],
           'JSON: its keys (those of the budgets aside)';
 
 sub rows { my ($list, @k) = @_; return [sort map { join ' ', map({ $_ // '-' } @$_{@k}), "= $_->{value}" } @$list] }
