@@ -152,7 +152,7 @@ ngx_http_llm_router_value(ngx_http_variable_value_t *v, u_char *data,
 }
 
 
-/* in the triage and shadow subrequests, the model is theirs */
+/* in the triage and shadow calls, the model is theirs */
 
 static ngx_int_t
 ngx_http_llm_router_model_variable(ngx_http_request_t *r,
@@ -170,7 +170,9 @@ ngx_http_llm_router_model_variable(ngx_http_request_t *r,
                                             ngx_http_llm_router_module);
         model = llcf->triage->model;
 
-    } else if (ctx && ctx->shadow && r == ctx->shadow->sr) {
+    } else if (ctx && ctx->shadow
+               && (r == ctx->shadow->sr || r == ctx->shadow->request))
+    {
         model = ctx->shadow->conf->model;
 
     } else {
