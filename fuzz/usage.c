@@ -12,7 +12,9 @@
  * llmr_usage_unasked(), as the response filter of a chat stream does;
  * the label of a triage answer is read from it and from the content the
  * checker gathered.  The text the scanner keeps is the same in pieces
- * and whole, and, of an answer that is JSON, a JSON string's body.
+ * and whole, and, of an answer that is JSON, a JSON string's body.  The
+ * input is read as Redis's replies too: each within the input, and a
+ * prefix of a whole reply never taken for another.
  */
 
 
@@ -42,6 +44,7 @@ static void fuzz_answer(const llmr_dialect_t *d, const uint8_t *data,
     size_t size, uint32_t h, int sse);
 static void fuzz_unasked(const uint8_t *data, size_t size, uint32_t h);
 static void fuzz_label(const unsigned char *p, size_t len);
+static void fuzz_resp(const uint8_t *data, size_t size);
 static int fuzz_find(void *data, const unsigned char *p, size_t len);
 
 
@@ -64,7 +67,47 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
     fuzz_label(data, size);
 
+    fuzz_resp(data, size);
+
     return 0;
+}
+
+
+static void
+fuzz_resp(const uint8_t *data, size_t size)
+{
+    int             rc;
+    size_t          off, used, cut;
+    unsigned char  *buf;
+    llmr_resp_t     reply, part;
+
+    for (off = 0; off < size; off += used) {
+        buf = malloc(size - off);
+        fuzz_assert(buf != NULL);
+        memcpy(buf, data + off, size - off);
+
+        used = 0;
+        rc = llmr_resp_parse(buf, size - off, &reply, &used);
+
+        if (rc != LLMR_OK) {
+            fuzz_assert(rc == LLMR_AGAIN || rc == LLMR_ERROR);
+            free(buf);
+            break;
+        }
+
+        fuzz_assert(used > 0 && used <= size - off);
+        fuzz_assert(reply.nitems <= LLMR_RESP_ITEMS);
+        fuzz_assert(reply.text.len == 0
+                    || (reply.text.data >= buf
+                        && reply.text.data + reply.text.len <= buf + used));
+
+        /* what comes before its end is not whole yet */
+
+        cut = used - 1;
+        fuzz_assert(llmr_resp_parse(buf, cut, &part, &cut) == LLMR_AGAIN);
+
+        free(buf);
+    }
 }
 
 

@@ -20,6 +20,7 @@
 
 #define LLMR_OK               0
 #define LLMR_ERROR           -1
+#define LLMR_AGAIN           -2
 
 #define LLMR_HISTORY_MAX     64
 #define LLMR_KEYWORDS_MAX    64
@@ -695,6 +696,45 @@ extern const llmr_dialect_t  llmr_dialects[LLMR_APIS];
 extern const yajl_callbacks  llmr_chat_answer;
 extern const yajl_callbacks  llmr_messages_answer;
 extern const yajl_callbacks  llmr_responses_answer;
+
+
+/*
+ * RESP, the protocol of Redis: the commands the module sends, and the
+ * replies it reads.  An array's elements are integers, as the module's
+ * scripts return.
+ */
+
+#define LLMR_RESP_ITEMS      128
+#define LLMR_RESP_LINE_MAX   1024
+
+typedef enum {
+    LLMR_RESP_STATUS = 1,               /* +OK */
+    LLMR_RESP_ERROR,                    /* -ERR ... */
+    LLMR_RESP_INTEGER,                  /* :1 */
+    LLMR_RESP_BULK,                     /* $3 abc, or $-1: nil */
+    LLMR_RESP_ARRAY                     /* *2 :1 :2 */
+} llmr_resp_type_e;
+
+typedef struct {
+    llmr_resp_type_e       type;
+    int64_t                integer;
+    llmr_str_t             text;        /* a status, error or bulk's */
+    unsigned               nil:1;
+    unsigned               nitems;
+    int64_t                items[LLMR_RESP_ITEMS];
+} llmr_resp_t;
+
+size_t llmr_resp_command_size(unsigned argc, const llmr_str_t *argv);
+unsigned char *llmr_resp_command(unsigned char *p, unsigned argc,
+    const llmr_str_t *argv);
+
+/*
+ * A reply at the start of p: LLMR_OK, and *used is its length (the text
+ * of the reply points into p); LLMR_AGAIN when it is not whole yet;
+ * LLMR_ERROR when p is no reply the module reads.
+ */
+int llmr_resp_parse(const unsigned char *p, size_t len, llmr_resp_t *reply,
+    size_t *used);
 
 
 /* JSON output helpers */

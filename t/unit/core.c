@@ -1051,6 +1051,99 @@ test_triage(void)
 }
 
 
+
+/* RESP: commands as Redis reads them, replies whole or not yet */
+
+static int
+resp(const char *text, llmr_resp_t *reply)
+{
+    int     rc;
+    size_t  used, len;
+
+    len = strlen(text);
+    used = 0;
+
+    rc = llmr_resp_parse((const unsigned char *) text, len, reply, &used);
+
+    return (rc == LLMR_OK && used != len) ? LLMR_ERROR : rc;
+}
+
+
+static void
+test_resp(void)
+{
+    size_t          i, n, used;
+    llmr_str_t      argv[3];
+    llmr_resp_t     r;
+    unsigned char   buf[128], *end;
+
+    static const char  *whole = "*3\r\n:1\r\n:-5\r\n:9223372036854775807\r\n";
+
+    argv[0].data = (const unsigned char *) "HGET";
+    argv[0].len = 4;
+    argv[1].data = (const unsigned char *) "k\r\n:1";
+    argv[1].len = 5;
+    argv[2].data = (const unsigned char *) "";
+    argv[2].len = 0;
+
+    end = llmr_resp_command(buf, 3, argv);
+    tap_is_str((char *) buf, end - buf,
+               "*3\r\n$4\r\nHGET\r\n$5\r\nk\r\n:1\r\n$0\r\n\r\n",
+               "resp: a command, binary safe");
+    tap_ok((size_t) (end - buf) <= llmr_resp_command_size(3, argv),
+           "resp: the command fits its size");
+
+    tap_ok(resp("+OK\r\n", &r) == LLMR_OK && r.type == LLMR_RESP_STATUS
+           && r.text.len == 2, "resp: a status");
+    tap_ok(resp("-NOAUTH Authentication required.\r\n", &r) == LLMR_OK
+           && r.type == LLMR_RESP_ERROR && r.text.len == 31,
+           "resp: an error");
+    tap_ok(resp(":-42\r\n", &r) == LLMR_OK && r.integer == -42,
+           "resp: an integer");
+    tap_ok(resp("$3\r\na\r\n\r\n", &r) == LLMR_OK && r.text.len == 3
+           && memcmp(r.text.data, "a\r\n", 3) == 0, "resp: a bulk string");
+    tap_ok(resp("$-1\r\n", &r) == LLMR_OK && r.nil, "resp: nil");
+    tap_ok(resp(whole, &r) == LLMR_OK && r.nitems == 3 && r.items[0] == 1
+           && r.items[1] == -5 && r.items[2] == INT64_MAX,
+           "resp: an array of integers");
+
+    /* every prefix of a reply is not whole yet */
+
+    for (i = 0; i < strlen(whole); i++) {
+        if (llmr_resp_parse((const unsigned char *) whole, i, &r, &used)
+            != LLMR_AGAIN)
+        {
+            break;
+        }
+    }
+
+    tap_is(i, strlen(whole), "resp: a reply cut anywhere waits");
+
+    n = strlen("+OK\r\n");
+    tap_ok(llmr_resp_parse((const unsigned char *) "+OK\r\n:1\r\n",
+                           n + 4, &r, &used)
+           == LLMR_OK && used == n, "resp: one reply of two");
+
+    tap_is(resp(":9223372036854775808\r\n", &r), LLMR_ERROR,
+           "resp: an integer past int64");
+    tap_is(resp(":-9223372036854775808\r\n", &r), LLMR_OK,
+           "resp: the least int64");
+    tap_is(resp(":1x\r\n", &r), LLMR_ERROR, "resp: not a number");
+    tap_is(resp(":\r\n", &r), LLMR_ERROR, "resp: no number");
+    tap_is(resp("*1\r\n+OK\r\n", &r), LLMR_ERROR,
+           "resp: an array of other than integers");
+    tap_is(resp("*129\r\n", &r), LLMR_ERROR, "resp: an array too long");
+    tap_is(resp("$2\r\nabcd\r\n", &r), LLMR_ERROR, "resp: a bulk too long");
+    tap_is(resp("+OK\n", &r), LLMR_AGAIN, "resp: LF alone is no line end");
+    tap_is(resp("+OK\rX", &r), LLMR_ERROR, "resp: CR without LF");
+    tap_is(resp("!3\r\n", &r), LLMR_ERROR, "resp: an unknown type");
+
+    memset(buf, 'a', sizeof(buf));
+    buf[0] = '+';
+    tap_is(llmr_resp_parse(buf, sizeof(buf), &r, &used), LLMR_AGAIN,
+           "resp: a line not ended yet");
+}
+
 int
 main(void)
 {
@@ -1077,6 +1170,7 @@ main(void)
     test_classifier();
     test_answer();
     test_triage();
+    test_resp();
 
     return tap_done();
 }
