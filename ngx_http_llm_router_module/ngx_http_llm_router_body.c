@@ -358,20 +358,16 @@ ngx_http_llm_router_body_handler(ngx_http_request_t *r)
     ctx = ngx_http_get_module_ctx(r, ngx_http_llm_router_module);
 
     ctx->parsing = 0;
-    ctx->status = ngx_http_llm_router_route(r, ctx);
 
-    if (ctx->status == NGX_AGAIN) {
-        /* the triage model is asked: its verdict resumes the request */
-        r->write_event_handler = ngx_http_request_empty_handler;
-        return;
-    }
-
-    r->write_event_handler = ngx_http_core_run_phases;
-    ngx_http_core_run_phases(r);
+    ngx_http_llm_router_resume(r);
 }
 
 
-/* posted once the triage verdict is known, or its time is up */
+/*
+ * Once the body is read, and posted again once a verdict that the
+ * request waited for is known (the triage model's, Redis's on a budget)
+ * or its time is up.
+ */
 
 void
 ngx_http_llm_router_resume(ngx_http_request_t *r)
@@ -381,6 +377,11 @@ ngx_http_llm_router_resume(ngx_http_request_t *r)
     ctx = ngx_http_get_module_ctx(r, ngx_http_llm_router_module);
 
     ctx->status = ngx_http_llm_router_route(r, ctx);
+
+    if (ctx->status == NGX_AGAIN) {
+        r->write_event_handler = ngx_http_request_empty_handler;
+        return;
+    }
 
     r->write_event_handler = ngx_http_core_run_phases;
     ngx_http_core_run_phases(r);
@@ -421,6 +422,13 @@ ngx_http_llm_router_decided(ngx_http_request_t *r,
     ngx_int_t                        rc;
     ngx_http_llm_router_loc_conf_t  *llcf;
 
+    llcf = ngx_http_get_module_loc_conf(r, ngx_http_llm_router_module);
+
+    if (ctx->reserving) {
+        /* decided already, a budget waited for Redis */
+        goto reserve;
+    }
+
     if (!ctx->parsed && llmr_request_finish(&ctx->request) != LLMR_OK) {
         ctx->error.data = (u_char *) ctx->request.error;
         ctx->error.len = ngx_strlen(ctx->request.error);
@@ -437,8 +445,6 @@ ngx_http_llm_router_decided(ngx_http_request_t *r,
     if (rc != NGX_OK) {
         return rc;
     }
-
-    llcf = ngx_http_get_module_loc_conf(r, ngx_http_llm_router_module);
 
     if (llcf->explain) {
         rc = ngx_http_llm_router_same_dialect(r, ctx);
@@ -458,6 +464,10 @@ ngx_http_llm_router_decided(ngx_http_request_t *r,
     if (ngx_http_llm_router_strip_headers(r, ctx) != NGX_OK) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
+
+    ctx->reserving = 1;
+
+reserve:
 
     /* budgets reserve the worst case, and may downgrade or reject */
 

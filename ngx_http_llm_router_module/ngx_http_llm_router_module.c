@@ -73,6 +73,7 @@ static ngx_int_t ngx_http_llm_router_resolve(ngx_conf_t *cf,
 static ngx_int_t ngx_http_llm_router_resolve_budgets(ngx_conf_t *cf,
     ngx_http_llm_router_loc_conf_t *conf);
 
+static ngx_int_t ngx_http_llm_router_init_process(ngx_cycle_t *cycle);
 static ngx_int_t ngx_http_llm_router_preconfiguration(ngx_conf_t *cf);
 static ngx_int_t ngx_http_llm_router_postconfiguration(ngx_conf_t *cf);
 static void *ngx_http_llm_router_create_main_conf(ngx_conf_t *cf);
@@ -100,6 +101,10 @@ static ngx_conf_num_bounds_t  ngx_http_llm_router_history_bounds = {
 
 
 /* a model's name fits, and the bytes of a string are counted in size_t */
+
+static ngx_conf_num_bounds_t  ngx_http_llm_router_share_bounds = {
+    ngx_conf_check_num_bounds, 1, 1000
+};
 
 static ngx_conf_num_bounds_t  ngx_http_llm_router_string_buffer_bounds = {
     ngx_conf_check_num_bounds, LLMR_HOLD_MIN, 1024 * 1024 * 1024
@@ -199,6 +204,27 @@ static ngx_command_t  ngx_http_llm_router_commands[] = {
       NGX_HTTP_LOC_CONF_OFFSET,
       offsetof(ngx_http_llm_router_loc_conf_t, cooldown),
       NULL },
+
+    { ngx_string("llm_router_cooldown_store"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_str_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_llm_router_main_conf_t, cooldown_store),
+      NULL },
+
+    { ngx_string("llm_router_redis"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_2MORE,
+      ngx_http_llm_router_redis,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("llm_router_redis_share"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_num_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_llm_router_main_conf_t, redis_share),
+      &ngx_http_llm_router_share_bounds },
 
     { ngx_string("llm_router_keywords"),
       NGX_HTTP_MAIN_CONF|NGX_CONF_2MORE,
@@ -387,10 +413,10 @@ ngx_module_t  ngx_http_llm_router_module = {
     NGX_HTTP_MODULE,                       /* module type */
     NULL,                                  /* init master */
     NULL,                                  /* init module */
-    NULL,                                  /* init process */
+    ngx_http_llm_router_init_process,      /* init process */
     NULL,                                  /* init thread */
     NULL,                                  /* exit thread */
-    NULL,                                  /* exit process */
+    ngx_http_llm_router_redis_exit,        /* exit process */
     NULL,                                  /* exit master */
     NGX_MODULE_V1_PADDING
 };
@@ -952,6 +978,40 @@ static char *
 ngx_http_llm_router_set_key_file(ngx_conf_t *cf,
     ngx_http_llm_router_model_t *model, ngx_str_t *name)
 {
+    u_char     *p;
+    ngx_str_t   what;
+
+    p = ngx_pnalloc(cf->pool, sizeof("\"key_file\" of llm_router_model \"\"")
+                              - 1 + model->name.len);
+    if (p == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    what.data = p;
+    what.len = ngx_sprintf(p, "\"key_file\" of llm_router_model \"%V\"",
+                           &model->name)
+               - p;
+
+    model->key = ngx_pcalloc(cf->pool, sizeof(ngx_http_complex_value_t));
+    if (model->key == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    return ngx_http_llm_router_read_secret(cf, name, &what,
+                                           &model->key->value);
+}
+
+
+/*
+ * A secret in a file (a model's key, a Redis password), read by the
+ * master: its content less white space around it, without control
+ * characters, for it is sent as a header or a command.
+ */
+
+char *
+ngx_http_llm_router_read_secret(ngx_conf_t *cf, ngx_str_t *name,
+    ngx_str_t *what, ngx_str_t *secret)
+{
     u_char           *p, *last;
     ssize_t           n;
     ngx_str_t         path;
@@ -973,9 +1033,8 @@ ngx_http_llm_router_set_key_file(ngx_conf_t *cf,
 
     if (file.fd == NGX_INVALID_FILE) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, ngx_errno,
-                           "\"key_file\" of llm_router_model \"%V\": "
-                           ngx_open_file_n " \"%s\" failed",
-                           &model->name, path.data);
+                           "%V: " ngx_open_file_n " \"%s\" failed", what,
+                           path.data);
         return NGX_CONF_ERROR;
     }
 
@@ -999,14 +1058,12 @@ ngx_http_llm_router_set_key_file(ngx_conf_t *cf,
 
     if (p == NULL || n == NGX_ERROR) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "\"key_file\" of llm_router_model \"%V\": "
-                           "cannot read \"%s\" (at most %d bytes)",
-                           &model->name, path.data,
-                           NGX_HTTP_LLM_ROUTER_KEY_FILE_MAX);
+                           "%V: cannot read \"%s\" (at most %d bytes)",
+                           what, path.data, NGX_HTTP_LLM_ROUTER_KEY_FILE_MAX);
         return NGX_CONF_ERROR;
     }
 
-    /* a trailing newline is not part of the key */
+    /* a trailing newline is not part of the secret */
 
     last = p + n;
 
@@ -1021,30 +1078,21 @@ ngx_http_llm_router_set_key_file(ngx_conf_t *cf,
     }
 
     if (p == last) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "\"key_file\" of llm_router_model \"%V\": "
-                           "\"%s\" is empty", &model->name, path.data);
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, "%V: \"%s\" is empty", what,
+                           path.data);
         return NGX_CONF_ERROR;
     }
-
-    /* what is left is sent as a header value: see set_key */
 
     if (ngx_http_llm_router_has_control(p, last - p)) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "\"key_file\" of llm_router_model \"%V\": "
-                           "\"%s\" holds a control character in its key "
-                           "(only trailing white space is removed)",
-                           &model->name, path.data);
+                           "%V: \"%s\" holds a control character (only "
+                           "white space around it is removed)", what,
+                           path.data);
         return NGX_CONF_ERROR;
     }
 
-    model->key = ngx_pcalloc(cf->pool, sizeof(ngx_http_complex_value_t));
-    if (model->key == NULL) {
-        return NGX_CONF_ERROR;
-    }
-
-    model->key->value.data = p;
-    model->key->value.len = last - p;
+    secret->data = p;
+    secret->len = last - p;
 
     return NGX_CONF_OK;
 }
@@ -1715,6 +1763,15 @@ ngx_http_llm_router_resolve_chain(ngx_conf_t *cf,
 }
 
 
+/* a worker's connections to Redis */
+
+static ngx_int_t
+ngx_http_llm_router_init_process(ngx_cycle_t *cycle)
+{
+    return ngx_http_llm_router_redis_init(cycle);
+}
+
+
 static ngx_int_t
 ngx_http_llm_router_preconfiguration(ngx_conf_t *cf)
 {
@@ -1786,10 +1843,15 @@ ngx_http_llm_router_create_main_conf(ngx_conf_t *cf)
            != NGX_OK
         || ngx_array_init(&lmcf->budgets, cf->pool, 2,
                           sizeof(ngx_http_llm_router_budget_t))
+           != NGX_OK
+        || ngx_array_init(&lmcf->redis, cf->pool, 1,
+                          sizeof(ngx_http_llm_router_redis_t))
            != NGX_OK)
     {
         return NULL;
     }
+
+    lmcf->redis_share = NGX_CONF_UNSET_UINT;
 
     return lmcf;
 }
@@ -1805,8 +1867,10 @@ ngx_http_llm_router_init_main_conf(ngx_conf_t *cf, void *conf)
 {
     ngx_http_llm_router_main_conf_t *lmcf = conf;
 
+    u_char                           buf[sizeof("\"llm_router_budget\" \"\"")
+                                         + NGX_HTTP_LLM_ROUTER_LABEL_LEN];
     ngx_int_t                        m;
-    ngx_str_t                       *text;
+    ngx_str_t                       *text, what;
     ngx_uint_t                       i, k, n;
     llmr_model_t                    *cm;
     ngx_http_llm_router_budget_t    *budget;
@@ -1850,9 +1914,40 @@ ngx_http_llm_router_init_main_conf(ngx_conf_t *cf, void *conf)
         }
     }
 
+    ngx_conf_init_uint_value(lmcf->redis_share, 1);
+
+    ngx_str_set(&what, "\"llm_router_cooldown_store\"");
+
+    if (ngx_http_llm_router_redis_resolve(cf, &lmcf->cooldown_store, &what,
+                                          &lmcf->cooldown_redis)
+        != NGX_OK)
+    {
+        return NGX_CONF_ERROR;
+    }
+
+    if (lmcf->cooldown_redis && lmcf->zone == NULL) {
+        ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
+                      "\"llm_router_cooldown_store\" needs "
+                      "\"llm_router_zone\"");
+        return NGX_CONF_ERROR;
+    }
+
     budget = lmcf->budgets.elts;
 
     for (i = 0; i < lmcf->budgets.nelts; i++) {
+        what.data = buf;
+        what.len = ngx_snprintf(buf, sizeof(buf),
+                                "\"llm_router_budget\" \"%V\"",
+                                &budget[i].name)
+                   - buf;
+
+        if (ngx_http_llm_router_redis_resolve(cf, &budget[i].store_name,
+                                              &what, &budget[i].redis)
+            != NGX_OK)
+        {
+            return NGX_CONF_ERROR;
+        }
+
         if (budget[i].downgrade_name.len == 0) {
             continue;
         }

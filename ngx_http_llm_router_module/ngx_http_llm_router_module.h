@@ -132,9 +132,72 @@ typedef struct {
 } ngx_http_llm_router_shm_model_t;
 
 
-/* a spend limit per key */
+/*
+ * llm_router_redis: a Redis server the workers share state through, by a
+ * client of the module's own on nginx's event loop (see redis.c).  The
+ * fields after the configuration's are each worker's.
+ */
+
+#define NGX_HTTP_LLM_ROUTER_REDIS_MAX  8
+
+typedef struct ngx_http_llm_router_redis_s      ngx_http_llm_router_redis_t;
+typedef struct ngx_http_llm_router_redis_cmd_s  ngx_http_llm_router_redis_cmd_t;
+
+typedef void (*ngx_http_llm_router_redis_pt)(
+    ngx_http_llm_router_redis_cmd_t *cmd, llmr_resp_t *reply);
 
 typedef struct {
+    ngx_http_llm_router_redis_t   *redis;
+    ngx_peer_connection_t          peer;
+    ngx_buf_t                     *in;
+    ngx_queue_t                    out;           /* to write */
+    ngx_queue_t                    sent;          /* waiting for replies */
+} ngx_http_llm_router_redis_conn_t;
+
+struct ngx_http_llm_router_redis_s {
+    ngx_str_t                      name;          /* first, for lookups */
+    ngx_uint_t                     index;         /* in the zone */
+    ngx_addr_t                    *addr;
+    ngx_str_t                      password;
+    ngx_uint_t                     db;
+    ngx_msec_t                     timeout;
+    ngx_uint_t                     keepalive;
+
+    ngx_http_llm_router_redis_conn_t  *conns;
+    ngx_event_t                    poll;          /* each second */
+    ngx_uint_t                     next;
+    ngx_msec_t                     retry;         /* down: not before */
+    time_t                         logged;
+    unsigned                       down:1;
+};
+
+/*
+ * A command, and what its reply is for: handler is called once, with
+ * the reply, or with NULL when none will come.  data is its waiter's,
+ * NULL once the waiter is gone.
+ */
+
+struct ngx_http_llm_router_redis_cmd_s {
+    ngx_queue_t                    queue;
+    ngx_http_llm_router_redis_t   *redis;
+    ngx_http_llm_router_redis_pt   handler;
+    void                          *data;
+    u_char                        *pos;           /* not written yet */
+    u_char                        *last;
+
+    /* a budget's command: what settles it, or undoes it */
+    struct ngx_http_llm_router_budget_s  *budget;
+    ngx_str_t                      key;           /* the zone's */
+    ngx_uint_t                     period;
+    uint64_t                       release;
+    uint64_t                       cost;
+    uint64_t                       worst[2];
+};
+
+
+/* a spend limit per key */
+
+typedef struct ngx_http_llm_router_budget_s {
     ngx_str_t                      name;          /* first, for lookups */
     ngx_uint_t                     hash;
     ngx_http_complex_value_t      *key;
@@ -143,6 +206,8 @@ typedef struct {
     ngx_str_t                      downgrade_name;
     struct ngx_http_llm_router_model_s  *downgrade;
     ngx_int_t                      max_tokens;    /* without max_tokens */
+    ngx_str_t                      store_name;
+    ngx_http_llm_router_redis_t   *redis;         /* store=redis:NAME */
     unsigned                       action_set:1;
     unsigned                       fail_open:1;   /* a full zone lets go */
 } ngx_http_llm_router_budget_t;
@@ -151,10 +216,25 @@ typedef struct {
 
 typedef struct {
     ngx_http_llm_router_budget_t  *budget;
-    void                          *spend;         /* in the zone */
+    void                          *spend;         /* in the zone, or NULL */
     ngx_uint_t                     period;
     uint64_t                       reserved;
+    ngx_str_t                      key;           /* the zone's */
+    uint64_t                       fleet_reserved;  /* in Redis */
 } ngx_http_llm_router_reservation_t;
+
+
+/* a request waits for Redis's verdict on a budget */
+
+typedef struct {
+    ngx_http_request_t            *request;
+    ngx_http_llm_router_redis_cmd_t  *cmd;
+    ngx_event_t                    timer;
+    ngx_event_t                    wake;
+    ngx_int_t                      pick;          /* -1: no verdict */
+    uint64_t                       fleet_spent;
+    unsigned                       done:1;
+} ngx_http_llm_router_fleet_t;
 
 
 typedef struct {
@@ -169,6 +249,9 @@ typedef struct {
 typedef struct {
     ngx_http_llm_router_shm_model_t   models[NGX_HTTP_LLM_ROUTER_ZONE_MODELS];
     ngx_http_llm_router_shm_series_t  series[NGX_HTTP_LLM_ROUTER_ZONE_SERIES];
+    ngx_atomic_t                   redis_up[NGX_HTTP_LLM_ROUTER_REDIS_MAX];
+    ngx_atomic_t                   redis_errors[NGX_HTTP_LLM_ROUTER_REDIS_MAX];
+    ngx_atomic_t                   redis_polled[NGX_HTTP_LLM_ROUTER_REDIS_MAX];
     ngx_atomic_t                   decision[NGX_HTTP_LLM_ROUTER_BUCKETS];
     ngx_atomic_t                   decision_us;
     ngx_http_llm_router_rate_t     escalations;
@@ -206,6 +289,11 @@ typedef struct {
     ngx_array_t                    budgets; /* ngx_http_llm_router_budget_t */
     ngx_http_llm_router_alert_t    alerts[NGX_HTTP_LLM_ROUTER_RATES];
     ngx_int_t                      request_id;    /* the variable's index */
+
+    ngx_array_t                    redis;   /* ngx_http_llm_router_redis_t */
+    ngx_uint_t                     redis_share;
+    ngx_str_t                      cooldown_store;
+    ngx_http_llm_router_redis_t   *cooldown_redis;
 } ngx_http_llm_router_main_conf_t;
 
 
@@ -461,6 +549,10 @@ typedef struct {
     /* the shadow call of this request, or of the module's own request */
     ngx_http_llm_router_shadow_t  *shadow;
 
+    /* budgets: the next to reserve in, and a verdict waited for */
+    ngx_uint_t                     budget_next;
+    ngx_http_llm_router_fleet_t   *fleet;
+
     /* the phase handler's answer once the body is read */
     ngx_int_t                      status;
     ngx_str_t                      error;
@@ -482,6 +574,7 @@ typedef struct {
     unsigned                       json_error_sent:1;
     unsigned                       no_retry:1;    /* retrying cannot help */
     unsigned                       shadow_skipped:1;
+    unsigned                       reserving:1;   /* decided, in budgets */
 } ngx_http_llm_router_ctx_t;
 
 
@@ -539,11 +632,37 @@ void ngx_http_llm_router_settle(ngx_http_request_t *r,
     uint64_t cost);
 ngx_int_t ngx_http_llm_router_reserve_call(ngx_http_request_t *r,
     ngx_http_llm_router_ctx_t *ctx, ngx_http_llm_router_model_t *m,
-    ngx_http_llm_router_reservation_t *reservations, ngx_uint_t *n);
+    ngx_http_llm_router_reservation_t *reservations, ngx_uint_t *n,
+    ngx_pool_t *pool);
+char *ngx_http_llm_router_read_secret(ngx_conf_t *cf, ngx_str_t *name,
+    ngx_str_t *what, ngx_str_t *secret);
+char *ngx_http_llm_router_redis(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+ngx_int_t ngx_http_llm_router_redis_resolve(ngx_conf_t *cf,
+    ngx_str_t *store, ngx_str_t *what, ngx_http_llm_router_redis_t **redis);
+ngx_int_t ngx_http_llm_router_redis_init(ngx_cycle_t *cycle);
+void ngx_http_llm_router_redis_exit(ngx_cycle_t *cycle);
+ngx_int_t ngx_http_llm_router_redis_available(
+    ngx_http_llm_router_redis_t *redis);
+ngx_http_llm_router_redis_cmd_t *ngx_http_llm_router_redis_command(
+    ngx_http_llm_router_redis_t *redis, ngx_uint_t argc, llmr_str_t *argv,
+    size_t extra);
+ngx_int_t ngx_http_llm_router_redis_send(ngx_http_llm_router_redis_cmd_t *cmd);
+void ngx_http_llm_router_redis_error(ngx_http_llm_router_redis_t *redis,
+    const char *reason, ngx_str_t *answer);
+u_char *ngx_http_llm_router_redis_status(u_char *p,
+    ngx_http_llm_router_main_conf_t *lmcf, ngx_uint_t json);
+void ngx_http_llm_router_reconcile(ngx_http_llm_router_redis_t *redis);
+void ngx_http_llm_router_cooldown_refresh(
+    ngx_http_llm_router_main_conf_t *lmcf);
+void ngx_http_llm_router_spend_refresh(ngx_http_llm_router_redis_t *redis);
+void ngx_http_llm_router_wake(ngx_http_request_t *r);
 void ngx_http_llm_router_bill(ngx_http_llm_router_main_conf_t *lmcf,
     ngx_http_llm_router_model_t *model, llmr_tokens_t *tokens,
     uint64_t cost);
-u_char *ngx_http_llm_router_budget_status(u_char *p, ngx_http_request_t *r);
+u_char *ngx_http_llm_router_budget_status(u_char *p, ngx_http_request_t *r,
+    ngx_uint_t json);
+u_char *ngx_http_llm_router_json_string(u_char *p, u_char *data, size_t len);
 u_char *ngx_http_llm_router_prom_escape(u_char *p, u_char *data,
     size_t len);
 ngx_int_t ngx_http_llm_router_check_label(ngx_conf_t *cf, ngx_str_t *name);

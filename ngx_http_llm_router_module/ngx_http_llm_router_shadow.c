@@ -450,7 +450,8 @@ ngx_http_llm_router_shadow_create(ngx_http_request_t *r,
     /* the shadow's worst case must fit the budgets, or it is not made */
 
     if (ngx_http_llm_router_reserve_call(r, ctx, conf->model,
-                                         s->reservations, &s->nreservations)
+                                         s->reservations, &s->nreservations,
+                                         pool)
         != NGX_OK)
     {
         ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,

@@ -152,7 +152,8 @@ ngx_http_llm_router_status_handler(ngx_http_request_t *r)
     /* the lines of each model, with its histograms, and of each series */
 
     size = (view->nmodels * (8 + 4 * NGX_HTTP_LLM_ROUTER_BUCKETS)
-            + view->nseries + 64 + 21 * lmcf->budgets.nelts)
+            + view->nseries + 64 + 42 * lmcf->budgets.nelts
+            + 4 * lmcf->redis.nelts)
            * NGX_HTTP_LLM_ROUTER_LINE;
 
     b = ngx_create_temp_buf(r->pool, size);
@@ -342,7 +343,11 @@ ngx_http_llm_router_prometheus(u_char *p, ngx_http_llm_router_view_t *view,
                                       ngx_http_llm_router_decision_buckets,
                                       shm->decision_us, 1000000);
 
-    p = ngx_http_llm_router_budget_status(p, r);
+    p = ngx_http_llm_router_budget_status(p, r, 0);
+    p = ngx_http_llm_router_redis_status(p,
+                      ngx_http_get_module_main_conf(r,
+                                                    ngx_http_llm_router_module),
+                      0);
 
 #undef ngx_http_llm_router_model_metric
 
@@ -556,6 +561,12 @@ ngx_http_llm_router_json_status(u_char *p, ngx_http_llm_router_view_t *view,
         *p++ = ']';
     }
 
+    p = ngx_http_llm_router_budget_status(p, r, 1);
+    p = ngx_http_llm_router_redis_status(p,
+                      ngx_http_get_module_main_conf(r,
+                                                    ngx_http_llm_router_module),
+                      1);
+
     return ngx_cpymem(p, "}\n", 2);
 }
 
@@ -602,8 +613,17 @@ ngx_http_llm_router_prom_ascii(u_char *p, u_char *data, size_t len)
 static u_char *
 ngx_http_llm_router_json_label(u_char *p, ngx_http_llm_router_label_t *l)
 {
+    return ngx_http_llm_router_json_string(p, l->data, l->len);
+}
+
+
+/* a JSON string of bytes that may not be UTF-8: see below */
+
+u_char *
+ngx_http_llm_router_json_string(u_char *p, u_char *data, size_t len)
+{
     *p++ = '"';
-    p = ngx_http_llm_router_utf8_escape(p, l->data, l->len,
+    p = ngx_http_llm_router_utf8_escape(p, data, len,
                                         ngx_http_llm_router_json_ascii);
     *p++ = '"';
 

@@ -44,7 +44,6 @@ static void ngx_http_llm_router_judge(ngx_http_request_t *r,
     ngx_http_llm_router_ctx_t *ctx, ngx_http_request_t *sr);
 static void ngx_http_llm_router_triage_fail(ngx_http_request_t *r,
     ngx_http_llm_router_ctx_t *ctx, const char *reason);
-static void ngx_http_llm_router_wake(ngx_http_request_t *r);
 static ngx_int_t ngx_http_llm_router_cache_get(ngx_http_request_t *r,
     ngx_http_llm_router_ctx_t *ctx);
 static void ngx_http_llm_router_cache_put(ngx_http_request_t *r,
@@ -505,7 +504,9 @@ ngx_http_llm_router_triage_timeout(ngx_event_t *ev)
 }
 
 
-static void
+/* the request waited for a verdict, the triage model's or Redis's */
+
+void
 ngx_http_llm_router_wake(ngx_http_request_t *r)
 {
     r->write_event_handler = ngx_http_llm_router_resume;

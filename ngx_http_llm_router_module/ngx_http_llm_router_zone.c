@@ -27,6 +27,13 @@ static void ngx_http_llm_router_rate_add(ngx_http_request_t *r,
     ngx_uint_t hit);
 static void ngx_http_llm_router_count_triage(ngx_http_request_t *r,
     ngx_http_llm_router_ctx_t *ctx);
+static void ngx_http_llm_router_cooldown_publish(
+    ngx_http_llm_router_main_conf_t *lmcf, ngx_http_llm_router_model_t *m,
+    ngx_msec_t time);
+static void ngx_http_llm_router_cooldown_sent(
+    ngx_http_llm_router_redis_cmd_t *cmd, llmr_resp_t *reply);
+static void ngx_http_llm_router_cooldown_read(
+    ngx_http_llm_router_redis_cmd_t *cmd, llmr_resp_t *reply);
 
 
 ngx_str_t  ngx_http_llm_router_rate_names[] = {
@@ -726,4 +733,148 @@ ngx_http_llm_router_cool(ngx_http_request_t *r,
     if (e) {
         e->until = ngx_current_msec + time;
     }
+
+    if (lmcf->cooldown_redis) {
+        ngx_http_llm_router_cooldown_publish(lmcf, m, time);
+    }
 }
+
+
+/*
+ * Cooldowns shared through Redis: a model's is a key that expires with
+ * it, "llmr:cooldown:NAME", and a worker of each server reads them all
+ * every second.
+ */
+
+static void
+ngx_http_llm_router_cooldown_publish(ngx_http_llm_router_main_conf_t *lmcf,
+    ngx_http_llm_router_model_t *m, ngx_msec_t time)
+{
+    u_char                            ms[NGX_INT_T_LEN];
+    u_char                            key[sizeof("llmr:cooldown:")
+                                          + NGX_HTTP_LLM_ROUTER_LABEL_LEN];
+    llmr_str_t                        argv[5];
+    ngx_http_llm_router_redis_cmd_t  *cmd;
+
+    argv[0].data = (u_char *) "SET";
+    argv[0].len = 3;
+    argv[1].data = key;
+    argv[1].len = ngx_sprintf(key, "llmr:cooldown:%V", &m->name) - key;
+    argv[2].data = (u_char *) "1";
+    argv[2].len = 1;
+    argv[3].data = (u_char *) "PX";
+    argv[3].len = 2;
+    argv[4].data = ms;
+    argv[4].len = ngx_sprintf(ms, "%M", ngx_max(time, 1)) - ms;
+
+    cmd = ngx_http_llm_router_redis_command(lmcf->cooldown_redis, 5, argv, 0);
+
+    if (cmd) {
+        cmd->handler = ngx_http_llm_router_cooldown_sent;
+        (void) ngx_http_llm_router_redis_send(cmd);
+    }
+}
+
+
+/* a cooldown not shared is still this server's */
+
+static void
+ngx_http_llm_router_cooldown_sent(ngx_http_llm_router_redis_cmd_t *cmd,
+    llmr_resp_t *reply)
+{
+}
+
+
+/* every second, by a worker of each server: see redis.c */
+
+void
+ngx_http_llm_router_cooldown_refresh(ngx_http_llm_router_main_conf_t *lmcf)
+{
+    u_char                            *p, *keys;
+    ngx_uint_t                         i, n;
+    llmr_str_t                        *argv;
+    ngx_http_llm_router_model_t       *m;
+    ngx_http_llm_router_redis_cmd_t   *cmd;
+
+    static ngx_str_t  script = ngx_string(
+        "local t = {} "
+        "for i, k in ipairs(KEYS) do t[i] = redis.call('PTTL', k) end "
+        "return t");
+
+    m = lmcf->models.elts;
+    n = ngx_min(lmcf->models.nelts, LLMR_RESP_ITEMS);
+
+    argv = ngx_alloc((n + 3) * sizeof(llmr_str_t), ngx_cycle->log);
+    keys = ngx_alloc(NGX_INT_T_LEN + n * (sizeof("llmr:cooldown:")
+                                          + NGX_HTTP_LLM_ROUTER_LABEL_LEN),
+                     ngx_cycle->log);
+    p = keys;
+
+    if (argv && keys) {
+        argv[0].data = (u_char *) "EVAL";
+        argv[0].len = 4;
+        argv[1].data = script.data;
+        argv[1].len = script.len;
+        argv[2].data = p;
+        argv[2].len = ngx_sprintf(p, "%ui", n) - p;
+        p += argv[2].len;
+
+        for (i = 0; i < n; i++) {
+            argv[i + 3].data = p;
+            argv[i + 3].len = ngx_sprintf(p, "llmr:cooldown:%V", &m[i].name)
+                              - p;
+            p += argv[i + 3].len;
+        }
+
+        cmd = ngx_http_llm_router_redis_command(lmcf->cooldown_redis, n + 3,
+                                                argv, 0);
+        if (cmd) {
+            cmd->handler = ngx_http_llm_router_cooldown_read;
+            (void) ngx_http_llm_router_redis_send(cmd);
+        }
+    }
+
+    if (argv) {
+        ngx_free(argv);
+    }
+
+    if (keys) {
+        ngx_free(keys);
+    }
+}
+
+
+/* the time left of each model's cooldown, in the order of the models */
+
+static void
+ngx_http_llm_router_cooldown_read(ngx_http_llm_router_redis_cmd_t *cmd,
+    llmr_resp_t *reply)
+{
+    ngx_msec_t                        until;
+    ngx_uint_t                        i;
+    ngx_http_llm_router_model_t      *m;
+    ngx_http_llm_router_shm_model_t  *e;
+    ngx_http_llm_router_main_conf_t  *lmcf;
+
+    if (reply == NULL || reply->type != LLMR_RESP_ARRAY) {
+        return;
+    }
+
+    lmcf = ngx_http_cycle_get_module_main_conf(ngx_cycle,
+                                               ngx_http_llm_router_module);
+    m = lmcf->models.elts;
+
+    for (i = 0; i < reply->nitems && i < lmcf->models.nelts; i++) {
+        if (reply->items[i] <= 0) {
+            continue;
+        }
+
+        e = ngx_http_llm_router_shm_model(lmcf, &m[i]);
+        until = ngx_current_msec + (ngx_msec_t) reply->items[i];
+
+        if (e && (ngx_msec_int_t) (until - e->until) > 0) {
+            e->until = until;
+        }
+    }
+}
+
