@@ -8,8 +8,9 @@
  * fed in two or three buffers, cut where a hash of the input says (or in
  * buffers of a few bytes), each a heap block of its own so that a read
  * past a buffer is caught; keywords, a classifier, a feature callback
- * and the text capture are on.  The verdict and the features must be
- * those of the body in one buffer.  A body that parses is then routed by
+ * and the text capture are on, and now and then a window of a few bytes
+ * for the text.  The verdict and the features must be those of the body
+ * in one buffer.  A body that parses is then routed by
  * rules of every kind, its triage request is built in one of the three
  * dialects and must parse as a request of that dialect, and the body
  * with the rewrite's edits spliced in must parse again with the new
@@ -117,6 +118,7 @@ static llmr_rule_t          fuzz_rule[FUZZ_RULES + 1];
 static llmr_cond_t          fuzz_cond[FUZZ_CONDS + 1];
 static unsigned             fuzz_ready;
 static unsigned             fuzz_history;     /* of the current input */
+static size_t               fuzz_scan_limit;  /* of the current input */
 
 
 static void
@@ -343,6 +345,10 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     fuzz_assert(llmr_capture_init(&capture, buf, slot, nslots) == LLMR_OK);
     rq.capture = &capture;
 
+    /* now and then a window of a few bytes, as a long text has one */
+    fuzz_scan_limit = (h & 0x2000000) ? 2 + (h >> 26) % 62 : LLMR_SCAN_LIMIT;
+    rq.scan_limit = fuzz_scan_limit;
+
     features = 0;
 
     if (h & 0x800000) {
@@ -367,6 +373,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     fuzz_assert(llmr_request_init(&whole, d, &fuzz_keywords, history)
                 == LLMR_OK);
     whole.classifier = rq.classifier;
+    whole.scan_limit = fuzz_scan_limit;
 
     rc1 = fuzz_feed(&whole, data, size);
 
@@ -943,6 +950,7 @@ fuzz_parse(llmr_request_t *rq, const llmr_dialect_t *d,
     fuzz_assert(llmr_request_init(rq, d, &fuzz_keywords, fuzz_history)
                 == LLMR_OK);
     rq->classifier = c;
+    rq->scan_limit = fuzz_scan_limit;
 
     rc = fuzz_feed(rq, p, len);
 

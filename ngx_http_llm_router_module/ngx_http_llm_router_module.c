@@ -73,6 +73,8 @@ static ngx_int_t ngx_http_llm_router_resolve(ngx_conf_t *cf,
 static ngx_int_t ngx_http_llm_router_resolve_budgets(ngx_conf_t *cf,
     ngx_http_llm_router_loc_conf_t *conf);
 
+static char *ngx_http_llm_router_check_scan_limit(ngx_conf_t *cf,
+    void *post, void *data);
 static ngx_int_t ngx_http_llm_router_init_process(ngx_cycle_t *cycle);
 static ngx_int_t ngx_http_llm_router_preconfiguration(ngx_conf_t *cf);
 static ngx_int_t ngx_http_llm_router_postconfiguration(ngx_conf_t *cf);
@@ -104,6 +106,11 @@ static ngx_conf_num_bounds_t  ngx_http_llm_router_history_bounds = {
 
 static ngx_conf_num_bounds_t  ngx_http_llm_router_share_bounds = {
     ngx_conf_check_num_bounds, 1, 1000
+};
+
+/* 0: no window; a window has room for a few lines at each end */
+static ngx_conf_post_t  ngx_http_llm_router_scan_limit_bounds = {
+    ngx_http_llm_router_check_scan_limit
 };
 
 static ngx_conf_num_bounds_t  ngx_http_llm_router_string_buffer_bounds = {
@@ -246,6 +253,13 @@ static ngx_command_t  ngx_http_llm_router_commands[] = {
       NGX_HTTP_LOC_CONF_OFFSET,
       0,
       NULL },
+
+    { ngx_string("llm_router_scan_limit"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_size_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_llm_router_loc_conf_t, scan_limit),
+      &ngx_http_llm_router_scan_limit_bounds },
 
     { ngx_string("llm_router_string_buffer_size"),
       NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
@@ -1763,6 +1777,19 @@ ngx_http_llm_router_resolve_chain(ngx_conf_t *cf,
 }
 
 
+static char *
+ngx_http_llm_router_check_scan_limit(ngx_conf_t *cf, void *post, void *data)
+{
+    size_t *sp = data;
+
+    if (*sp != 0 && *sp < 1024) {
+        return "must be 0 or at least 1k";
+    }
+
+    return NGX_CONF_OK;
+}
+
+
 /* a worker's connections to Redis */
 
 static ngx_int_t
@@ -2056,6 +2083,7 @@ ngx_http_llm_router_create_loc_conf(ngx_conf_t *cf)
     llcf->pass_headers = NGX_CONF_UNSET_UINT;
     llcf->history = NGX_CONF_UNSET;
     llcf->string_buffer_size = NGX_CONF_UNSET_SIZE;
+    llcf->scan_limit = NGX_CONF_UNSET_SIZE;
     llcf->triage = NGX_CONF_UNSET_PTR;
     llcf->shadow = NGX_CONF_UNSET_PTR;
     llcf->api = NGX_CONF_UNSET_UINT;
@@ -2134,6 +2162,8 @@ ngx_http_llm_router_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     ngx_conf_merge_value(conf->history, prev->history, 6);
     ngx_conf_merge_size_value(conf->string_buffer_size,
                               prev->string_buffer_size, LLMR_HOLD_MAX);
+    ngx_conf_merge_size_value(conf->scan_limit, prev->scan_limit,
+                              LLMR_SCAN_LIMIT);
 
     if (conf->api == NGX_CONF_UNSET_UINT) {
         conf->api = (prev->api == NGX_CONF_UNSET_UINT) ? LLMR_APIS

@@ -392,6 +392,7 @@ typedef struct {
     ngx_flag_t                     explain;
     ngx_int_t                      history;
     size_t                         string_buffer_size;
+    size_t                         scan_limit;
 
     /* the models a client may pin: those the location can reach */
     ngx_flag_t                     pin;

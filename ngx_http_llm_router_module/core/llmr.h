@@ -29,6 +29,7 @@
 #define LLMR_ERROR_MAX       160
 #define LLMR_LABEL_MAX       32
 #define LLMR_HOLD_MAX        65536
+#define LLMR_SCAN_LIMIT      16384
 #define LLMR_HOLD_MIN        1024
 #define LLMR_TOKEN_MAX       4096
 
@@ -284,6 +285,12 @@ struct llmr_request_s {
     size_t                 hold_len;
     size_t                 hold_size;
     size_t                 hold_max;        /* set after llmr_request_init */
+
+    /*
+     * of a text longer than scan_limit, its first and last halves are
+     * read for features and counted, the rest only counted (0: none)
+     */
+    size_t                 scan_limit;
     uint64_t               skipped;         /* bytes of it not kept */
     size_t                 token_len;       /* a number cut, so far */
     unsigned               in_string:1;

@@ -64,6 +64,8 @@ static void llmr_tool(llmr_features_t *f, const unsigned char *p,
     size_t len);
 static void llmr_tool_add(llmr_features_t *f, uint32_t hash);
 static int llmr_is(const unsigned char *p, size_t len, const char *s);
+static uint32_t llmr_text_window(llmr_request_t *rq,
+    const unsigned char *p, size_t len);
 static void llmr_message_start(llmr_request_t *rq);
 static const llmr_key_name_t *llmr_key_alias(const llmr_key_name_t *names,
     const unsigned char *p, size_t len);
@@ -162,6 +164,7 @@ llmr_request_init(llmr_request_t *rq, const llmr_dialect_t *d,
     rq->f.usage_start = LLMR_NO_OFFSET;
     rq->f.usage_end = LLMR_NO_OFFSET;
     rq->hold_max = LLMR_HOLD_MAX;
+    rq->scan_limit = LLMR_SCAN_LIMIT;
 
     rq->yajl = yajl_alloc(&llmr_callbacks, NULL, rq);
     if (rq->yajl == NULL) {
@@ -1055,21 +1058,75 @@ llmr_text(llmr_request_t *rq, llmr_text_e kind, const unsigned char *p,
         return;
     }
 
-    /* the features and the keyword lists come in the pass of the tokens */
-
-    rq->msg.tokens += rest
-                      + llmr_text_scan((rq->classifier || rq->feature) ? rq
-                                                                       : NULL,
-                                       rq->keywords, &rq->msg_keywords,
-                                       p, len);
-
-    if (!rq->msg.code) {
-        rq->msg.code = llmr_looks_like_code(p, len);
-    }
+    rq->msg.tokens += llmr_text_window(rq, p, len);
 
     if (rq->capture) {
         llmr_capture_text(rq->capture, p, len);
     }
+}
+
+
+/*
+ * What a text says is read in a window: all of it up to scan_limit
+ * bytes, or its first and last halves; a long pasted document does not
+ * change what code or a keyword means for routing.  The features and
+ * the keyword lists come in the pass of the tokens.  The tokens of the
+ * rest are counted at the rate of the window's, and those of the bytes
+ * of a string too long to be kept at the rate of the bytes held, as the
+ * client sent them (escaped).
+ */
+
+static uint32_t
+llmr_text_window(llmr_request_t *rq, const unsigned char *p, size_t len)
+{
+    size_t           window, half;
+    uint64_t         rest;
+    uint32_t         tokens;
+    llmr_request_t  *features;
+
+    features = (rq->classifier || rq->feature) ? rq : NULL;
+
+    if (rq->scan_limit == 0 || len <= rq->scan_limit) {
+        window = len;
+
+        tokens = llmr_text_scan(features, rq->keywords, &rq->msg_keywords,
+                                p, len);
+
+        if (!rq->msg.code) {
+            rq->msg.code = llmr_looks_like_code(p, len);
+        }
+
+    } else {
+        half = rq->scan_limit / 2;
+        window = 2 * half;
+
+        tokens = llmr_text_scan(features, rq->keywords, &rq->msg_keywords,
+                                p, half)
+                 + llmr_text_scan(features, rq->keywords, &rq->msg_keywords,
+                                  p + len - half, half);
+
+        if (!rq->msg.code) {
+            rq->msg.code = llmr_looks_like_code(p, half)
+                           || llmr_looks_like_code(p + len - half, half);
+        }
+    }
+
+    rest = len - window;
+
+    if (rest) {
+        tokens += (uint32_t) ((rest * tokens + window / 2) / window);
+    }
+
+    if (rq->skipped == 0) {
+        return tokens;
+    }
+
+    if (rq->hold_len == 0 || tokens == 0) {
+        return tokens + (uint32_t) ((rq->skipped + 3) / 4);
+    }
+
+    return tokens + (uint32_t) ((rq->skipped * tokens + rq->hold_len / 2)
+                                / rq->hold_len);
 }
 
 
