@@ -1027,11 +1027,11 @@ ngx_http_llm_router_credentials(ngx_http_request_t *r,
  */
 
 void
-ngx_http_llm_router_hide_key(ngx_http_llm_router_ctx_t *ctx)
+ngx_http_llm_router_hide_key(ngx_table_elt_t **key_header)
 {
     ngx_table_elt_t  *h;
 
-    h = ctx->key_header;
+    h = *key_header;
 
     if (h == NULL) {
         return;
@@ -1042,7 +1042,7 @@ ngx_http_llm_router_hide_key(ngx_http_llm_router_ctx_t *ctx)
     h->lowcase_key = (u_char *) "";
     h->value.len = 0;
 
-    ctx->key_header = NULL;
+    *key_header = NULL;
 }
 
 
@@ -1051,7 +1051,9 @@ ngx_http_llm_router_hide_key(ngx_http_llm_router_ctx_t *ctx)
 static void
 ngx_http_llm_router_unkey(void *data)
 {
-    ngx_http_llm_router_hide_key(data);
+    ngx_http_llm_router_ctx_t *ctx = data;
+
+    ngx_http_llm_router_hide_key(&ctx->key_header);
 }
 
 

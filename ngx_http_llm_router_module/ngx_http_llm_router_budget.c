@@ -785,13 +785,11 @@ ngx_http_llm_router_reserve_fleet(ngx_http_request_t *r,
 
         w->request = r;
 
-        w->timer.handler = ngx_http_llm_router_fleet_timeout;
-        w->timer.data = w;
-        w->timer.log = r->connection->log;
+        ngx_http_llm_router_event(&w->timer, ngx_http_llm_router_fleet_timeout,
+                                  w, r->connection->log);
 
-        w->wake.handler = ngx_http_llm_router_fleet_wake;
-        w->wake.data = w;
-        w->wake.log = r->connection->log;
+        ngx_http_llm_router_event(&w->wake, ngx_http_llm_router_fleet_wake, w,
+                                  r->connection->log);
 
         cln->handler = ngx_http_llm_router_fleet_cleanup;
         cln->data = w;

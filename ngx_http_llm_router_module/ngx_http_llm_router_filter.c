@@ -28,6 +28,10 @@ static ngx_int_t ngx_http_llm_router_add_header(ngx_http_request_t *r,
     const char *name, u_char *value, size_t len);
 static ngx_int_t ngx_http_llm_router_unask(ngx_http_request_t *r,
     ngx_http_llm_router_ctx_t *ctx, ngx_chain_t **in);
+static ngx_buf_t *ngx_http_llm_router_strip_buf(ngx_http_request_t *r,
+    ngx_http_llm_router_strip_t *st, size_t size);
+static ngx_int_t ngx_http_llm_router_strip_line(ngx_http_request_t *r,
+    ngx_http_llm_router_strip_t *st);
 static u_char *ngx_http_llm_router_unask_line(
     ngx_http_llm_router_strip_t *strip, u_char *line, size_t len, u_char *out);
 static u_char *ngx_http_llm_router_keep_tail(
@@ -118,7 +122,7 @@ ngx_http_llm_router_header_filter(ngx_http_request_t *r)
     /* the answer has come: the request to the provider was made */
 
     if (ctx) {
-        ngx_http_llm_router_hide_key(ctx);
+        ngx_http_llm_router_hide_key(&ctx->key_header);
     }
 
     if (!ngx_http_llm_router_on(llcf)) {
@@ -181,12 +185,6 @@ ngx_http_llm_router_header_filter(ngx_http_request_t *r)
             ctx->strip = ngx_pcalloc(r->pool,
                                      sizeof(ngx_http_llm_router_strip_t));
             if (ctx->strip == NULL) {
-                return NGX_ERROR;
-            }
-
-            ctx->strip->line = ngx_pnalloc(r->pool,
-                                           NGX_HTTP_LLM_ROUTER_STRIP_LINE);
-            if (ctx->strip->line == NULL) {
                 return NGX_ERROR;
             }
 
@@ -332,6 +330,7 @@ ngx_http_llm_router_add_header(ngx_http_request_t *r, const char *name,
 static ngx_int_t
 ngx_http_llm_router_body_filter(ngx_http_request_t *r, ngx_chain_t *in)
 {
+    ngx_int_t                   rc;
     ngx_buf_t                  *b;
     ngx_chain_t                *cl, out;
     ngx_http_llm_router_ctx_t  *ctx;
@@ -402,11 +401,22 @@ ngx_http_llm_router_body_filter(ngx_http_request_t *r, ngx_chain_t *in)
         }
     }
 
-    if (ctx->strip && ngx_http_llm_router_unask(r, ctx, &in) != NGX_OK) {
+    if (ctx->strip == NULL) {
+        return ngx_http_next_body_filter(r, in);
+    }
+
+    if (ngx_http_llm_router_unask(r, ctx, &in) != NGX_OK) {
         return NGX_ERROR;
     }
 
-    return ngx_http_next_body_filter(r, in);
+    rc = ngx_http_next_body_filter(r, in);
+
+    /* the buffers sent are written again: the stream's size is not held */
+
+    ngx_chain_update_chains(r->pool, &ctx->strip->free, &ctx->strip->busy,
+                            &in, (ngx_buf_tag_t) &ngx_http_llm_router_module);
+
+    return rc;
 }
 
 
@@ -424,7 +434,7 @@ ngx_http_llm_router_unask(ngx_http_request_t *r,
 {
     int                           drop;
     u_char                       *p, *end, *nl, *o;
-    size_t                        n;
+    size_t                        n, size;
     ngx_buf_t                    *b, *ob;
     ngx_chain_t                  *cl, *out, **last;
     ngx_http_llm_router_strip_t  *st;
@@ -443,19 +453,16 @@ ngx_http_llm_router_unask(ngx_http_request_t *r,
             goto next;
         }
 
-        ob = ngx_calloc_buf(r->pool);
+        /* the line held, then the buffer's, at most */
+
+        size = st->len + (b->last - b->pos) + 1;
+
+        ob = ngx_http_llm_router_strip_buf(r, st, size);
         if (ob == NULL) {
             return NGX_ERROR;
         }
 
-        o = ngx_pnalloc(r->pool, st->len + (b->last - b->pos) + 1);
-        if (o == NULL) {
-            return NGX_ERROR;
-        }
-
-        ob->pos = o;
-        ob->start = o;
-        ob->temporary = 1;
+        o = ob->pos;
 
         for (p = b->pos, end = b->last; p < end; p += n) {
             nl = ngx_strlchr(p, end, '\n');
@@ -463,6 +470,10 @@ ngx_http_llm_router_unask(ngx_http_request_t *r,
 
             if (st->long_line || st->len + n > NGX_HTTP_LLM_ROUTER_STRIP_LINE)
             {
+                if (ngx_http_llm_router_strip_line(r, st) != NGX_OK) {
+                    return NGX_ERROR;
+                }
+
                 st->long_line = 1;
                 o = ngx_http_llm_router_keep_tail(st, p, n, o);
 
@@ -473,6 +484,16 @@ ngx_http_llm_router_unask(ngx_http_request_t *r,
                 }
 
                 continue;
+            }
+
+            if (nl && st->len == 0) {
+                /* a whole line, read where it is */
+                o = ngx_http_llm_router_unask_line(st, p, n, o);
+                continue;
+            }
+
+            if (ngx_http_llm_router_strip_line(r, st) != NGX_OK) {
+                return NGX_ERROR;
             }
 
             ngx_memcpy(st->line + st->len, p, n);
@@ -486,13 +507,12 @@ ngx_http_llm_router_unask(ngx_http_request_t *r,
 
         /* the stream ends: a line without its end goes as it is */
 
-        if (b->last_buf) {
+        if (b->last_buf && st->len) {
             o = ngx_cpymem(o, st->line, st->len);
             st->len = 0;
         }
 
         ob->last = o;
-        ob->end = o;
         ob->flush = b->flush;
         ob->last_buf = b->last_buf;
         ob->last_in_chain = b->last_in_chain;
@@ -518,6 +538,59 @@ ngx_http_llm_router_unask(ngx_http_request_t *r,
     }
 
     *in = out;
+
+    return NGX_OK;
+}
+
+
+/* an output buffer of size bytes at least: one sent before, or a new one */
+
+static ngx_buf_t *
+ngx_http_llm_router_strip_buf(ngx_http_request_t *r,
+    ngx_http_llm_router_strip_t *st, size_t size)
+{
+    ngx_buf_t    *b;
+    ngx_chain_t  *cl;
+
+    cl = ngx_chain_get_free_buf(r->pool, &st->free);
+    if (cl == NULL) {
+        return NULL;
+    }
+
+    b = cl->buf;
+    ngx_free_chain(r->pool, cl);
+
+    if ((size_t) (b->end - b->start) < size) {
+        b->start = ngx_pnalloc(r->pool, ngx_max(size, 4096));
+        if (b->start == NULL) {
+            return NULL;
+        }
+
+        b->end = b->start + ngx_max(size, 4096);
+    }
+
+    b->pos = b->start;
+    b->last = b->start;
+    b->temporary = 1;
+    b->sync = 0;
+    b->tag = (ngx_buf_tag_t) &ngx_http_llm_router_module;
+
+    return b;
+}
+
+
+/* the line held, when one must be: of the few streams that cut lines */
+
+static ngx_int_t
+ngx_http_llm_router_strip_line(ngx_http_request_t *r,
+    ngx_http_llm_router_strip_t *st)
+{
+    if (st->line == NULL) {
+        st->line = ngx_pnalloc(r->pool, NGX_HTTP_LLM_ROUTER_STRIP_LINE);
+        if (st->line == NULL) {
+            return NGX_ERROR;
+        }
+    }
 
     return NGX_OK;
 }

@@ -1679,6 +1679,18 @@ ngx_http_llm_router_check_uri(ngx_conf_t *cf,
 }
 
 
+/* an event of the module's own: a timer, or one it posts */
+
+void
+ngx_http_llm_router_event(ngx_event_t *ev, ngx_event_handler_pt handler,
+    void *data, ngx_log_t *log)
+{
+    ev->handler = handler;
+    ev->data = data;
+    ev->log = log;
+}
+
+
 /* models, keyword lists and budgets alike start with their name */
 
 ngx_int_t

@@ -485,6 +485,8 @@ typedef struct {
 typedef struct {
     u_char                        *line;          /* a line not yet whole */
     size_t                         len;
+    ngx_chain_t                   *free;          /* the output buffers */
+    ngx_chain_t                   *busy;
     unsigned                       drop_blank:1;  /* after a dropped event */
     unsigned                       long_line:1;   /* passed on but its end */
 } ngx_http_llm_router_strip_t;
@@ -687,7 +689,9 @@ ngx_int_t ngx_http_llm_router_triage_body(ngx_http_request_t *sr,
     ngx_http_llm_router_ctx_t *ctx, ngx_chain_t *in);
 void ngx_http_llm_router_triage_cleanup(ngx_http_llm_router_ctx_t *ctx);
 void ngx_http_llm_router_resume(ngx_http_request_t *r);
-void ngx_http_llm_router_hide_key(ngx_http_llm_router_ctx_t *ctx);
+void ngx_http_llm_router_hide_key(ngx_table_elt_t **key_header);
+void ngx_http_llm_router_event(ngx_event_t *ev, ngx_event_handler_pt handler,
+    void *data, ngx_log_t *log);
 ngx_int_t ngx_http_llm_router_auth(ngx_http_request_t *r,
     ngx_http_llm_router_model_t *model, ngx_str_t *value);
 ngx_int_t ngx_http_llm_router_call_headers(ngx_http_request_t *r,

@@ -45,6 +45,9 @@ static void ngx_http_llm_router_redis_close(
     ngx_http_llm_router_redis_conn_t *rc);
 static void ngx_http_llm_router_redis_up(ngx_http_llm_router_redis_t *redis);
 static void ngx_http_llm_router_redis_poll(ngx_event_t *ev);
+static u_char *ngx_http_llm_router_redis_family(u_char *p,
+    ngx_http_llm_router_main_conf_t *lmcf, const char *name,
+    const char *help, const char *type, ngx_atomic_t *values);
 static ngx_atomic_t *ngx_http_llm_router_redis_shm(
     ngx_http_llm_router_redis_t *redis, ngx_uint_t errors);
 
@@ -276,9 +279,9 @@ ngx_http_llm_router_redis_init(ngx_cycle_t *cycle)
         redis[i].conns = rc;
 
         if (lmcf->shm) {
-            redis[i].poll.handler = ngx_http_llm_router_redis_poll;
-            redis[i].poll.data = &redis[i];
-            redis[i].poll.log = cycle->log;
+            ngx_http_llm_router_event(&redis[i].poll,
+                                      ngx_http_llm_router_redis_poll, &redis[i],
+                                      cycle->log);
             redis[i].poll.cancelable = 1;
 
             ngx_add_timer(&redis[i].poll, NGX_HTTP_LLM_ROUTER_REDIS_POLL);
@@ -891,28 +894,35 @@ ngx_http_llm_router_redis_status(u_char *p,
         return p;
     }
 
-    p = ngx_sprintf(p, "# HELP llm_router_redis_up Whether the Redis server "
-                    "answered the last command of this server.\n"
-                    "# TYPE llm_router_redis_up gauge\n");
+    p = ngx_http_llm_router_redis_family(p, lmcf, "llm_router_redis_up",
+              "Whether the Redis server answered the last command of this "
+              "server.", "gauge", shm->redis_up);
+
+    return ngx_http_llm_router_redis_family(p, lmcf,
+              "llm_router_redis_errors_total",
+              "Failed connections and commands, by Redis server.",
+              "counter", shm->redis_errors);
+}
+
+
+static u_char *
+ngx_http_llm_router_redis_family(u_char *p,
+    ngx_http_llm_router_main_conf_t *lmcf, const char *name,
+    const char *help, const char *type, ngx_atomic_t *values)
+{
+    ngx_uint_t                    i;
+    ngx_http_llm_router_redis_t  *redis;
+
+    redis = lmcf->redis.elts;
+
+    p = ngx_sprintf(p, "# HELP %s %s\n# TYPE %s %s\n", name, help, name,
+                    type);
 
     for (i = 0; i < lmcf->redis.nelts; i++) {
-        p = ngx_cpymem(p, "llm_router_redis_up{name=\"",
-                       sizeof("llm_router_redis_up{name=\"") - 1);
+        p = ngx_sprintf(p, "%s{name=\"", name);
         p = ngx_http_llm_router_prom_escape(p, redis[i].name.data,
                                             redis[i].name.len);
-        p = ngx_sprintf(p, "\"} %uA\n", shm->redis_up[i]);
-    }
-
-    p = ngx_sprintf(p, "# HELP llm_router_redis_errors_total Failed "
-                    "connections and commands, by Redis server.\n"
-                    "# TYPE llm_router_redis_errors_total counter\n");
-
-    for (i = 0; i < lmcf->redis.nelts; i++) {
-        p = ngx_cpymem(p, "llm_router_redis_errors_total{name=\"",
-                       sizeof("llm_router_redis_errors_total{name=\"") - 1);
-        p = ngx_http_llm_router_prom_escape(p, redis[i].name.data,
-                                            redis[i].name.len);
-        p = ngx_sprintf(p, "\"} %uA\n", shm->redis_errors[i]);
+        p = ngx_sprintf(p, "\"} %uA\n", values[i]);
     }
 
     return p;

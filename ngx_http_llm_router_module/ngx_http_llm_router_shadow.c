@@ -41,7 +41,6 @@ static void ngx_http_llm_router_shadow_detach(void *data);
 static void ngx_http_llm_router_shadow_finish_event(ngx_event_t *ev);
 static void ngx_http_llm_router_shadow_finish(ngx_http_llm_router_shadow_t *s);
 static void ngx_http_llm_router_shadow_close(ngx_connection_t *c);
-static void ngx_http_llm_router_shadow_unkey(ngx_http_llm_router_shadow_t *s);
 static void ngx_http_llm_router_shadow_count(ngx_http_request_t *r,
     ngx_http_llm_router_model_t *routed, ngx_str_t *rule, const char *result);
 static const char *ngx_http_llm_router_shadow_result(
@@ -463,17 +462,15 @@ ngx_http_llm_router_shadow_create(ngx_http_request_t *r,
     cln->handler = ngx_http_llm_router_shadow_detach;
     cln->data = r;
 
-    s->start_event.handler = ngx_http_llm_router_shadow_start;
-    s->start_event.data = s;
-    s->start_event.log = fr->connection->log;
+    ngx_http_llm_router_event(&s->start_event, ngx_http_llm_router_shadow_start,
+                              s, fr->connection->log);
 
-    s->finish_event.handler = ngx_http_llm_router_shadow_finish_event;
-    s->finish_event.data = s;
-    s->finish_event.log = fr->connection->log;
+    ngx_http_llm_router_event(&s->finish_event,
+                              ngx_http_llm_router_shadow_finish_event, s,
+                              fr->connection->log);
 
-    s->timer.handler = ngx_http_llm_router_shadow_timeout;
-    s->timer.data = s;
-    s->timer.log = fr->connection->log;
+    ngx_http_llm_router_event(&s->timer, ngx_http_llm_router_shadow_timeout, s,
+                              fr->connection->log);
 
     ctx->shadow = s;
 
@@ -961,7 +958,7 @@ ngx_http_llm_router_shadow_finish(ngx_http_llm_router_shadow_t *s)
         ngx_del_timer(&s->timer);
     }
 
-    ngx_http_llm_router_shadow_unkey(s);
+    ngx_http_llm_router_hide_key(&s->key_header);
 
     if (s->sr) {
         fr->loc_conf = s->sr->loc_conf;
@@ -994,28 +991,6 @@ ngx_http_llm_router_shadow_close(ngx_connection_t *c)
     if (ngx_cycle->files) {
         ngx_cycle->files[0] = saved;
     }
-}
-
-
-/* the key is for the request to the provider alone, never for the log */
-
-static void
-ngx_http_llm_router_shadow_unkey(ngx_http_llm_router_shadow_t *s)
-{
-    ngx_table_elt_t  *h;
-
-    h = s->key_header;
-
-    if (h == NULL) {
-        return;
-    }
-
-    h->hash = 0;
-    h->key.len = 0;
-    h->lowcase_key = (u_char *) "";
-    h->value.len = 0;
-
-    s->key_header = NULL;
 }
 
 
@@ -1073,7 +1048,7 @@ ngx_http_llm_router_shadow_header(ngx_http_request_t *sr,
 
     /* the request to the provider was made */
 
-    ngx_http_llm_router_shadow_unkey(s);
+    ngx_http_llm_router_hide_key(&s->key_header);
 
     return NGX_OK;
 }

@@ -414,9 +414,9 @@ ngx_http_llm_router_ask(ngx_http_request_t *r,
     ctx->triage_sr = sr;
     ctx->triage_waiting = 1;
 
-    ctx->triage_timer.handler = ngx_http_llm_router_triage_timeout;
-    ctx->triage_timer.data = r;
-    ctx->triage_timer.log = r->connection->log;
+    ngx_http_llm_router_event(&ctx->triage_timer,
+                              ngx_http_llm_router_triage_timeout, r,
+                              r->connection->log);
 
     ngx_add_timer(&ctx->triage_timer, t->timeout);
 
