@@ -285,6 +285,7 @@ struct llmr_request_s {
     size_t                 hold_len;
     size_t                 hold_size;
     size_t                 hold_max;        /* set after llmr_request_init */
+    size_t                 hold_prefix;     /* bytes held before the string */
 
     /*
      * of a text longer than scan_limit, its first and last halves are

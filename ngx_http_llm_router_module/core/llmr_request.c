@@ -54,6 +54,7 @@ static int llmr_skip(llmr_request_t *rq, const unsigned char *p,
 static int llmr_held(llmr_request_t *rq);
 static int llmr_token_cut(llmr_request_t *rq, const unsigned char *p,
     size_t len, int open);
+static size_t llmr_string_prefix(const unsigned char *p, size_t n);
 static void llmr_locate(llmr_request_t *rq, uint64_t *start);
 static void llmr_locate_value(llmr_request_t *rq, size_t upto);
 static void llmr_text(llmr_request_t *rq, llmr_text_e kind,
@@ -196,14 +197,16 @@ llmr_request_free(llmr_request_t *rq)
  * chunks would be lexed about k * n / 2 times.  So a string cut by the
  * end of a chunk is kept aside, from its opening quote, until its
  * closing quote has arrived, and yajl gets it whole: every byte is
- * lexed once, and the copy is the one yajl would have made anyway.
- * Only quotes and backslashes are looked for here, with memchr().
+ * lexed once.  The first token of a call to yajl is copied by its lexer:
+ * the structural byte before the string is kept with it, so that the
+ * string is not that token.  Only quotes and backslashes are looked for
+ * here, with memchr().
  */
 
 int
 llmr_request_feed(llmr_request_t *rq, const unsigned char *p, size_t len)
 {
-    size_t  n;
+    size_t  n, m;
 
     if (len == 0) {
         return LLMR_OK;
@@ -229,20 +232,53 @@ llmr_request_feed(llmr_request_t *rq, const unsigned char *p, size_t len)
     }
 
     n = llmr_string_open(rq, p, len);
+    m = (n < len) ? llmr_string_prefix(p, n) : n;
 
-    if (llmr_token_cut(rq, p, n, n == len) != LLMR_OK) {
+    if (llmr_token_cut(rq, p, m, m == len) != LLMR_OK) {
         return LLMR_ERROR;
     }
 
-    if (n && llmr_parse(rq, p, n) != LLMR_OK) {
+    if (m && llmr_parse(rq, p, m) != LLMR_OK) {
         return LLMR_ERROR;
     }
 
-    if (n < len && llmr_hold(rq, p + n, len - n) != LLMR_OK) {
-        return LLMR_ERROR;
+    if (m < len) {
+        rq->hold_prefix = n - m;
+
+        if (llmr_hold(rq, p + m, len - m) != LLMR_OK) {
+            return LLMR_ERROR;
+        }
     }
 
     return LLMR_OK;
+}
+
+
+/*
+ * Where a string at n is held from: its quote, or the structural byte
+ * before it and the white space between, if the chunk has them.
+ */
+
+static size_t
+llmr_string_prefix(const unsigned char *p, size_t n)
+{
+    size_t  i;
+
+    for (i = n; i > 0; i--) {
+        if (p[i - 1] != ' ' && p[i - 1] != '\t' && p[i - 1] != '\n'
+            && p[i - 1] != '\r')
+        {
+            break;
+        }
+    }
+
+    if (i > 0 && (p[i - 1] == ':' || p[i - 1] == ',' || p[i - 1] == '['
+                  || p[i - 1] == '{'))
+    {
+        return i - 1;
+    }
+
+    return n;
 }
 
 
@@ -367,12 +403,16 @@ llmr_hold(llmr_request_t *rq, const unsigned char *p, size_t len)
 {
     size_t  room, cut;
 
-    if (!rq->skipping && rq->hold_len + len <= rq->hold_max) {
+    /* the bytes before the string are not the string's */
+
+    if (!rq->skipping
+        && rq->hold_len + len <= rq->hold_prefix + rq->hold_max)
+    {
         return llmr_keep(rq, p, len);
     }
 
     if (!rq->skipping) {
-        room = rq->hold_max - rq->hold_len;
+        room = rq->hold_prefix + rq->hold_max - rq->hold_len;
 
         if (llmr_keep(rq, p, room) != LLMR_OK) {
             return LLMR_ERROR;
@@ -424,6 +464,13 @@ llmr_keep(llmr_request_t *rq, const unsigned char *p, size_t len)
             size *= 2;
         }
 
+        /* no more than a hold ever takes: the bytes before, the head, "\"" */
+
+        if (size > rq->hold_prefix + rq->hold_max + 1) {
+            size = (rq->hold_len + len > rq->hold_prefix + rq->hold_max + 1)
+                   ? rq->hold_len + len : rq->hold_prefix + rq->hold_max + 1;
+        }
+
         hold = realloc(rq->hold, size);
         if (hold == NULL) {
             llmr_fail(rq, "out of memory");
@@ -450,10 +497,10 @@ llmr_hold_cut(llmr_request_t *rq)
     unsigned        hex;
     unsigned char   c;
 
-    cut = 1;
+    cut = rq->hold_prefix + 1;
     hex = 0;
 
-    for (i = 1; i < rq->hold_len; i++) {
+    for (i = cut; i < rq->hold_len; i++) {
         c = rq->hold[i];
 
         if (hex) {
@@ -634,6 +681,7 @@ llmr_held(llmr_request_t *rq)
     rq->skipped = 0;
     rq->skipping = 0;
     rq->hold_len = 0;
+    rq->hold_prefix = 0;
 
     return LLMR_OK;
 }
@@ -653,6 +701,7 @@ llmr_request_finish(llmr_request_t *rq)
 
         rq->base += rq->skipped;
         rq->hold_len = 0;
+        rq->hold_prefix = 0;
         rq->in_string = 0;
     }
 
@@ -1079,7 +1128,7 @@ llmr_text(llmr_request_t *rq, llmr_text_e kind, const unsigned char *p,
 static uint32_t
 llmr_text_window(llmr_request_t *rq, const unsigned char *p, size_t len)
 {
-    size_t           window, half;
+    size_t           window, half, held;
     uint64_t         rest;
     uint32_t         tokens;
     llmr_request_t  *features;
@@ -1121,12 +1170,13 @@ llmr_text_window(llmr_request_t *rq, const unsigned char *p, size_t len)
         return tokens;
     }
 
-    if (rq->hold_len == 0 || tokens == 0) {
+    held = rq->hold_len - rq->hold_prefix;
+
+    if (held == 0 || tokens == 0) {
         return tokens + (uint32_t) ((rq->skipped + 3) / 4);
     }
 
-    return tokens + (uint32_t) ((rq->skipped * tokens + rq->hold_len / 2)
-                                / rq->hold_len);
+    return tokens + (uint32_t) ((rq->skipped * tokens + held / 2) / held);
 }
 
 
