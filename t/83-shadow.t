@@ -164,19 +164,10 @@ sub seen_of {
     return eventually(sub { (grep { /^rid=\Q$id\E / } split /\n/, $t->read_file('seen.log'))[0] }, 5);
 }
 
-# the samples of a metric family: { 'labels' => value }
-sub family {
-    my ($name) = @_;
-    my %f;
-    for (split /\n/, $t->http(path => '/metrics')->{body}) {
-        $f{$1 // ''} = $2 if /^\Q$name\E(?:\{(.*)\})? (\S+)$/;
-    }
-    return \%f;
-}
 
 sub shadow_total {
     my ($result, $model, $rule) = @_;
-    return family('llm_router_shadow_total')->{sprintf 'model="%s",rule="%s",result="%s"',
+    return $t->family('llm_router_shadow_total')->{sprintf 'model="%s",rule="%s",result="%s"',
                                                        $model // 'mini', $rule // 'default', $result} // 0;
 }
 
@@ -495,17 +486,17 @@ $t->ask('warm up', path => '/plain');
 
 {
     # large answers shadows only: its cost counter grows by their costs
-    my $tokens = sub { [map { family("llm_router_${_}_tokens_total")->{'model="large"'} // 0 } qw(prompt completion)] };
+    my $tokens = sub { [map { $t->family("llm_router_${_}_tokens_total")->{'model="large"'} // 0 } qw(prompt completion)] };
     my $tokens_before = $tokens->();
-    my $before = pico(family('llm_router_cost_usd_total')->{'model="large"'} // 0);
+    my $before = pico($t->family('llm_router_cost_usd_total')->{'model="large"'} // 0);
     my @ids = map { req('/v1/chat/completions', "count me $_", headers => { 'X-User' => 'counted' })->{id} } 1 .. 3;
     my @p = map { pair_of($_) } @ids;
     my $sum = 0;
     $sum += pico($_->{shadow_cost_usd} // 0) for @p;
     my $delta = eventually(sub {
-        my $d = pico(family('llm_router_cost_usd_total')->{'model="large"'} // 0) - $before;
+        my $d = pico($t->family('llm_router_cost_usd_total')->{'model="large"'} // 0) - $before;
         $d == $sum ? "$d" : undef;
-    }, 5) // pico(family('llm_router_cost_usd_total')->{'model="large"'} // 0) - $before;
+    }, 5) // pico($t->family('llm_router_cost_usd_total')->{'model="large"'} // 0) - $before;
     ok $sum > 0, 'three shadows cost something';
     is $delta, $sum, 'llm_router_cost_usd_total{model="large"} grows by the sum of their shadow_cost_usd';
     # each shadow: "count me N" is 3 + 3 + 3 prompt tokens; its reply
@@ -527,7 +518,7 @@ $t->ask('warm up', path => '/plain');
     my $want = 0;
     $want += pico($_->{cost_usd} // 0) for @rec;
     $want += pico($_->{shadow_cost_usd} // 0) for @p;
-    my $spent = sub { pico(family('llm_router_budget_spent_usd')->{qq(budget="team",key="$user")} // 0) };
+    my $spent = sub { pico($t->family('llm_router_budget_spent_usd')->{qq(budget="team",key="$user")} // 0) };
     my $got = eventually(sub { my $s = $spent->(); $s == $want ? "$s" : undef }, 5) // $spent->();
     ok(($p[0]{shadow_cost_usd} // 0) > 0 && ($rec[0]{cost_usd} // 0) > 0, 'budget: clients and shadows cost something');
     is $got, $want, 'budget: the spend of the key is the clients\' cost_usd plus the shadows\' shadow_cost_usd';
@@ -554,7 +545,7 @@ $t->ask('warm up', path => '/plain');
 # ------------------------------------------------------------ skipped
 
 {
-    my $before = family('llm_router_shadow_total');
+    my $before = $t->family('llm_router_shadow_total');
     my $large = sent_to('large');
     my $r = req('/v1/chat/completions', 'route me to large', headers => { 'X-Big' => 1 });
     my $after_id = req('/v1/chat/completions', 'and me to mini')->{id};
@@ -569,7 +560,7 @@ $t->ask('warm up', path => '/plain');
     is_deeply [map { my $x = record_of($_); ref $x eq 'HASH' && exists $x->{shadow} ? $x->{shadow} : 'missing' } $r->{id}, $self->{id}],
               [undef, undef], 'routed to the shadow model: "shadow" is null in the client\'s record';
     my $delta = sub {
-        my $after = family('llm_router_shadow_total');
+        my $after = $t->family('llm_router_shadow_total');
         my %d = map { $_ => ($after->{$_} // 0) - ($before->{$_} // 0) } keys %$after;
         delete $d{$_} for grep { !$d{$_} } keys %d;
         return \%d;

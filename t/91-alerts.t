@@ -126,20 +126,10 @@ sub all_alert_lines {
     return $n;
 }
 
-# the samples of a metric: { 'labels' => value }
-sub gauges {
-    my ($t, $name) = @_;
-    my $r = $t->http(path => '/metrics');
-    my %f;
-    for (split /\n/, $r->{body}) {
-        $f{$1 // ''} = $2 if /^\Q$name\E(?:\{(.*)\})? (\S+)$/;
-    }
-    return \%f;
-}
 
 sub gauge {
     my ($t, $name, $labels) = @_;
-    return gauges($t, $name)->{$labels} // 'none';
+    return $t->family($name)->{$labels} // 'none';
 }
 
 # ------------------------------------------------------------ escalation rate
@@ -188,7 +178,7 @@ sub gauge {
     is_deeply [lines($t, $again, 1), all_alert_lines($t), gauge($t, llm_router_alert_firing => $alert)], [1, 3, 1],
               'escalation_rate: crossed again: one more line, firing again';
 
-    is_deeply gauges($t, 'llm_router_alert_firing'), { $alert => 1 },
+    is_deeply $t->family('llm_router_alert_firing'), { $alert => 1 },
               'only the configured alert has an llm_router_alert_firing gauge';
     is gauge($t, llm_router_rate => 'rate="fallback_rate"'), '0.000', 'the fallback rate is 0.000 meanwhile';
 
@@ -250,7 +240,7 @@ sub gauge {
                all_alert_lines($t)],
               [1, 1],
               'error_rate: the second 500 of mini: one line naming the model';
-    is_deeply gauges($t, 'llm_router_alert_firing'), { $firing{mini} => 1, $firing{large} => 0 },
+    is_deeply $t->family('llm_router_alert_firing'), { $firing{mini} => 1, $firing{large} => 0 },
               'error_rate: llm_router_alert_firing of mini is 1, of large (which answered) 0';
     is_deeply [gauge($t, llm_router_rate => $rate{mini}), gauge($t, llm_router_rate => $rate{large})],
               ['1.000', '0.000'], 'error_rate: llm_router_rate of mini 1.000, of large 0.000';

@@ -150,20 +150,10 @@ sub outcomes {
     return [map { outcome(req($tt, $path, $user, %o)) } 1 .. $n];
 }
 
-# the samples of a metric: { 'labels' => value }
-sub family {
-    my ($tt, $name) = @_;
-    my $r = $tt->http(path => '/metrics');
-    my %f;
-    for (split /\n/, $r->{body}) {
-        $f{$1 // ''} = $2 if /^\Q$name\E(?:\{(.*)\})? (\S+)$/;
-    }
-    return \%f;
-}
 
 sub spent {
     my ($tt, $budget, $user) = @_;
-    return family($tt, 'llm_router_budget_spent_usd')->{qq(budget="$budget",key="$user")} // 'none';
+    return $tt->family('llm_router_budget_spent_usd')->{qq(budget="$budget",key="$user")} // 'none';
 }
 
 sub sent { my ($tt, $mock) = @_; return scalar(() = $tt->requests($mock)) }
@@ -227,7 +217,7 @@ my $W_MINI = 8 * $PRICE{mini}[0] + $MAX * $PRICE{mini}[1];
 
     my $lines = () = $t->error_log =~ /\[info\] .* llm_router: budget "down" downgrades "large" to "mini",/g;
     is $lines, 3, 'downgrade: one info line per downgrade';
-    is_deeply [spent($t, 'down', 'alice'), family($t, 'llm_router_budget_limit_usd')->{'budget="down"'}],
+    is_deeply [spent($t, 'down', 'alice'), $t->family('llm_router_budget_limit_usd')->{'budget="down"'}],
               ['0.00218', '0.00218'], 'downgrade: spent and limit gauges';
 }
 
@@ -325,16 +315,16 @@ is_deeply [outcome(req($t, 'dflt', 'eve', no_max => 1, reply => 8)), outcome(req
 # ------------------------------------------------------------ reload
 
 {
-    my $before = family($t, 'llm_router_budget_spent_usd');
+    my $before = $t->family('llm_router_budget_spent_usd');
     ok $t->reload, 'reload (HUP) with the same configuration';
-    is_deeply family($t, 'llm_router_budget_spent_usd'), $before, 'reload: every spend is kept';
+    is_deeply $t->family('llm_router_budget_spent_usd'), $before, 'reload: every spend is kept';
     is_deeply [outcome(req($t, 'cap', 'alice')), outcome(req($t, 'down', 'alice')), outcome(req($t, 'cap', 'bob'))],
               ['HTTP 429', 'HTTP 429', 'large/default'],
               'reload: what was rejected still is, the other key has room for one more';
 
     ok $t->reload(conf(cap => '0.004')), 'reload with the limit of "cap" raised to 0.004';
     is_deeply [outcome(req($t, 'cap', 'alice')), outcome(req($t, 'cap', 'alice')), outcome(req($t, 'cap', 'alice')),
-               spent($t, 'cap', 'alice'), family($t, 'llm_router_budget_limit_usd')->{'budget="cap"'}],
+               spent($t, 'cap', 'alice'), $t->family('llm_router_budget_limit_usd')->{'budget="cap"'}],
               ['large/default', 'large/default', 'HTTP 429', '0.004', '0.004'],
               'reload: the new limit applies to the kept spend: two more requests';
 }

@@ -253,19 +253,9 @@ sub finish {
 
 sub sent { my ($t, $mock) = @_; return scalar(() = $t->requests($mock)) }
 
-# the samples of a metric: { 'labels' => value }
-sub family {
-    my ($t, $name) = @_;
-    my $r = $t->http(path => '/metrics');
-    my %f;
-    for (split /\n/, $r->{body}) {
-        $f{$1 // ''} = $2 if /^\Q$name\E(?:\{(.*)\})? (\S+)$/;
-    }
-    return \%f;
-}
 
-sub redis_up     { return family($_[0], 'llm_router_redis_up')->{qq(name="$_[1]")} // 'none' }
-sub redis_errors { return family($_[0], 'llm_router_redis_errors_total')->{qq(name="$_[1]")} // 'none' }
+sub redis_up     { return $_[0]->family('llm_router_redis_up')->{qq(name="$_[1]")} // 'none' }
+sub redis_errors { return $_[0]->family('llm_router_redis_errors_total')->{qq(name="$_[1]")} // 'none' }
 
 sub status_json { return $_[0]->http(path => '/metrics?format=json')->{json} }
 
@@ -281,7 +271,7 @@ sub pico {
 
 sub own_spent {
     my ($t, $budget, $user) = @_;
-    my $v = family($t, 'llm_router_budget_spent_usd')->{qq(budget="$budget",key="$user")};
+    my $v = $t->family('llm_router_budget_spent_usd')->{qq(budget="$budget",key="$user")};
     return defined $v ? pico($v) : 0;
 }
 
@@ -417,7 +407,7 @@ my $B = server(fleet_conf($R), qw(mini large));
     my $s = (spend($R, $key))[0];
     my (%store, %text, %redis);
     my $fleet_of = sub {
-        my $v = family($_[0], 'llm_router_budget_fleet_spent_usd')->{'budget="fleet",key="fay"'};
+        my $v = $_[0]->family('llm_router_budget_fleet_spent_usd')->{'budget="fleet",key="fay"'};
         return defined $v ? pico($v) : 'none';
     };
     for ([A => $A], [B => $B]) {
@@ -455,7 +445,7 @@ my $B = server(fleet_conf($R), qw(mini large));
     my $want = 2 * $W;
     wait_for(5, sub { (spend($R, $kim))[0] == $want });
     my $kim_of = sub {
-        my $v = family($A, 'llm_router_budget_fleet_spent_usd')->{'budget="fleet",key="kim"'};
+        my $v = $A->family('llm_router_budget_fleet_spent_usd')->{'budget="fleet",key="kim"'};
         return defined $v ? pico($v) : 'none';
     };
     wait_for(3, sub { $kim_of->() eq $want });
@@ -476,9 +466,9 @@ my $B = server(fleet_conf($R), qw(mini large));
         or diag "PTTL: $pttl";
 
     my $t0 = time;
-    my $cooling = sub { my $v = family($B, 'llm_router_cooldown_seconds')->{'model="mini"'}; defined $v && $v > 0 };
+    my $cooling = sub { my $v = $B->family('llm_router_cooldown_seconds')->{'model="mini"'}; defined $v && $v > 0 };
     ok wait_for(3, $cooling), 'B: llm_router_cooldown_seconds{model="mini"} > 0 within 3 s'
-        or diag 'after ' . (time - $t0) . ' s: ' . (family($B, 'llm_router_cooldown_seconds')->{'model="mini"'} // 'none');
+        or diag 'after ' . (time - $t0) . ' s: ' . ($B->family('llm_router_cooldown_seconds')->{'model="mini"'} // 'none');
     note sprintf 'B saw the cooldown after %.2f s', time - $t0;
 
     my $before = sent($B, 'mini');

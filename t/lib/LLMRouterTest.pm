@@ -286,6 +286,16 @@ sub stop {
         or diag(join "\n", @bad);
 }
 
+# The samples of a metric on the status page (/metrics): { labels => value }.
+sub family {
+    my ($self, $name, $path) = @_;
+    my %f;
+    for (split /\n/, $self->http(path => $path // '/metrics')->{body}) {
+        $f{$1 // ''} = $2 if /^\Q$name\E(?:\{(.*)\})? (\S+)$/;
+    }
+    return \%f;
+}
+
 sub error_log { slurp("$_[0]{prefix}/error.log") }
 
 # Content of a file in the prefix ('' when missing).
