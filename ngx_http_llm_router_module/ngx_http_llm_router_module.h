@@ -651,6 +651,8 @@ ngx_http_llm_router_redis_cmd_t *ngx_http_llm_router_redis_command(
     ngx_http_llm_router_redis_t *redis, ngx_uint_t argc, llmr_str_t *argv,
     size_t extra);
 ngx_int_t ngx_http_llm_router_redis_send(ngx_http_llm_router_redis_cmd_t *cmd);
+void ngx_http_llm_router_redis_ignore(ngx_http_llm_router_redis_cmd_t *cmd,
+    llmr_resp_t *reply);
 void ngx_http_llm_router_redis_error(ngx_http_llm_router_redis_t *redis,
     const char *reason, ngx_str_t *answer);
 u_char *ngx_http_llm_router_redis_status(u_char *p,

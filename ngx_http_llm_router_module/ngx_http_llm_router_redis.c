@@ -33,8 +33,6 @@ static ngx_int_t ngx_http_llm_router_redis_connect(
     ngx_http_llm_router_redis_conn_t *rc);
 static ngx_int_t ngx_http_llm_router_redis_hello(
     ngx_http_llm_router_redis_conn_t *rc);
-static void ngx_http_llm_router_redis_hello_reply(
-    ngx_http_llm_router_redis_cmd_t *cmd, llmr_resp_t *reply);
 static void ngx_http_llm_router_redis_write(ngx_event_t *wev);
 static void ngx_http_llm_router_redis_read(ngx_event_t *rev);
 static void ngx_http_llm_router_redis_reply(
@@ -44,6 +42,8 @@ static void ngx_http_llm_router_redis_fail(
 static void ngx_http_llm_router_redis_close(
     ngx_http_llm_router_redis_conn_t *rc);
 static void ngx_http_llm_router_redis_up(ngx_http_llm_router_redis_t *redis);
+static ngx_uint_t ngx_http_llm_router_redis_used(
+    ngx_http_llm_router_main_conf_t *lmcf, ngx_http_llm_router_redis_t *redis);
 static void ngx_http_llm_router_redis_poll(ngx_event_t *ev);
 static u_char *ngx_http_llm_router_redis_family(u_char *p,
     ngx_http_llm_router_main_conf_t *lmcf, const char *name,
@@ -278,7 +278,7 @@ ngx_http_llm_router_redis_init(ngx_cycle_t *cycle)
 
         redis[i].conns = rc;
 
-        if (lmcf->shm) {
+        if (lmcf->shm && ngx_http_llm_router_redis_used(lmcf, &redis[i])) {
             ngx_http_llm_router_event(&redis[i].poll,
                                       ngx_http_llm_router_redis_poll, &redis[i],
                                       cycle->log);
@@ -289,6 +289,31 @@ ngx_http_llm_router_redis_init(ngx_cycle_t *cycle)
     }
 
     return NGX_OK;
+}
+
+
+/* a server that budgets or cooldowns keep state in: one to read from */
+
+static ngx_uint_t
+ngx_http_llm_router_redis_used(ngx_http_llm_router_main_conf_t *lmcf,
+    ngx_http_llm_router_redis_t *redis)
+{
+    ngx_uint_t                     i;
+    ngx_http_llm_router_budget_t  *b;
+
+    if (lmcf->cooldown_redis == redis) {
+        return 1;
+    }
+
+    b = lmcf->budgets.elts;
+
+    for (i = 0; i < lmcf->budgets.nelts; i++) {
+        if (b[i].redis == redis) {
+            return 1;
+        }
+    }
+
+    return 0;
 }
 
 
@@ -526,7 +551,7 @@ ngx_http_llm_router_redis_hello(ngx_http_llm_router_redis_conn_t *rc)
             return NGX_ERROR;
         }
 
-        cmd->handler = ngx_http_llm_router_redis_hello_reply;
+        cmd->handler = ngx_http_llm_router_redis_ignore;
         ngx_queue_insert_tail(&rc->out, &cmd->queue);
     }
 
@@ -541,7 +566,7 @@ ngx_http_llm_router_redis_hello(ngx_http_llm_router_redis_conn_t *rc)
             return NGX_ERROR;
         }
 
-        cmd->handler = ngx_http_llm_router_redis_hello_reply;
+        cmd->handler = ngx_http_llm_router_redis_ignore;
         ngx_queue_insert_tail(&rc->out, &cmd->queue);
     }
 
@@ -549,10 +574,13 @@ ngx_http_llm_router_redis_hello(ngx_http_llm_router_redis_conn_t *rc)
 }
 
 
-/* an error of AUTH or SELECT was counted: nothing more to do */
+/*
+ * The reply of a command nobody waits for (AUTH, SELECT, a cooldown): an
+ * error was counted; a cooldown not shared is still this server's.
+ */
 
-static void
-ngx_http_llm_router_redis_hello_reply(ngx_http_llm_router_redis_cmd_t *cmd,
+void
+ngx_http_llm_router_redis_ignore(ngx_http_llm_router_redis_cmd_t *cmd,
     llmr_resp_t *reply)
 {
 }

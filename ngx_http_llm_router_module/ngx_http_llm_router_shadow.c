@@ -879,13 +879,11 @@ ngx_http_llm_router_shadow_account(ngx_http_llm_router_shadow_t *s)
 
     lmcf = ngx_http_get_module_main_conf(fr, ngx_http_llm_router_module);
 
-    if (lmcf->shm) {
-        ngx_http_llm_router_bill(lmcf, s->conf->model, &s->tokens,
-                                 s->shadow_cost);
-    }
+    ngx_http_llm_router_bill(lmcf, s->conf->model, &s->tokens,
+                             s->shadow_cost);
 
     ngx_http_llm_router_shadow_count(fr, s->routed, &s->rule,
-                                  ngx_http_llm_router_shadow_result(s));
+                                     ngx_http_llm_router_shadow_result(s));
 
     ngx_log_debug3(NGX_LOG_DEBUG_HTTP, fr->connection->log, 0,
                    "llm_router: shadow call ended: %s, status %ui, %M ms",

@@ -30,8 +30,6 @@ static void ngx_http_llm_router_count_triage(ngx_http_request_t *r,
 static void ngx_http_llm_router_cooldown_publish(
     ngx_http_llm_router_main_conf_t *lmcf, ngx_http_llm_router_model_t *m,
     ngx_msec_t time);
-static void ngx_http_llm_router_cooldown_sent(
-    ngx_http_llm_router_redis_cmd_t *cmd, llmr_resp_t *reply);
 static void ngx_http_llm_router_cooldown_read(
     ngx_http_llm_router_redis_cmd_t *cmd, llmr_resp_t *reply);
 
@@ -770,18 +768,9 @@ ngx_http_llm_router_cooldown_publish(ngx_http_llm_router_main_conf_t *lmcf,
     cmd = ngx_http_llm_router_redis_command(lmcf->cooldown_redis, 5, argv, 0);
 
     if (cmd) {
-        cmd->handler = ngx_http_llm_router_cooldown_sent;
+        cmd->handler = ngx_http_llm_router_redis_ignore;
         (void) ngx_http_llm_router_redis_send(cmd);
     }
-}
-
-
-/* a cooldown not shared is still this server's */
-
-static void
-ngx_http_llm_router_cooldown_sent(ngx_http_llm_router_redis_cmd_t *cmd,
-    llmr_resp_t *reply)
-{
 }
 
 

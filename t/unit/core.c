@@ -954,12 +954,14 @@ test_triage(void)
 
     n = triage_body(&rq, body, 3, buf, 64, 8, 12, out);
     tap_is_str(out, n, expect("Conversation so far:\\nassistant: answer one"
-                              "\\n\\nRequest:\\n", "compare\\u000ath\xc3\xa9se"),
+                              "\\n\\nRequest:\\n",
+                              "compare\\u000ath\xc3\xa9se"),
                "triage: older messages only whole");
 
     n = triage_body(&rq, body, 64, buf, 64, 8, 4, out);
     tap_is_str(out, n, expect("Conversation so far:\\nassistant: answ"
-                              "\\n\\nRequest:\\n", "compare\\u000ath\xc3\xa9se"),
+                              "\\n\\nRequest:\\n",
+                              "compare\\u000ath\xc3\xa9se"),
                "triage: the last message may be cut");
 
     n = triage_body(&rq, body, 64, buf, 64, 2, 1000, out);
