@@ -55,6 +55,8 @@ static int fuzz_split(llmr_request_t *rq, const uint8_t *data, size_t size,
 static void fuzz_bounded(const llmr_dialect_t *d, const uint8_t *data,
     size_t size, uint32_t h, int rc, const llmr_features_t *f);
 static void fuzz_same(const llmr_features_t *a, const llmr_features_t *b);
+static void fuzz_stand_in(const llmr_dialect_t *d, const uint8_t *data,
+    size_t size, const llmr_classifier_t *c);
 static void fuzz_feature(void *data, unsigned message, uint32_t hash);
 static int fuzz_external(void *data, const llmr_cond_t *cond);
 static void fuzz_trainer(llmr_request_t *rq);
@@ -386,6 +388,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     fuzz_assert(rc == rc1);
 
     fuzz_bounded(d, data, size, h, rc1, &whole.f);
+    fuzz_stand_in(d, data, size, rq.classifier);
 
     if (rc != LLMR_OK) {
         fuzz_assert(rq.error[0] != '\0'
@@ -468,6 +471,45 @@ fuzz_split(llmr_request_t *rq, const uint8_t *data, size_t size,
     }
 
     return rc;
+}
+
+
+/*
+ * Without a window, a long string read without yajl (see llmr_stand_in())
+ * reads as yajl reads it: the same verdict, the same features.
+ */
+
+static void
+fuzz_stand_in(const llmr_dialect_t *d, const uint8_t *data, size_t size,
+    const llmr_classifier_t *c)
+{
+    int             rc[2];
+    unsigned        i;
+    llmr_request_t  rq[2];
+
+    for (i = 0; i < 2; i++) {
+        fuzz_assert(llmr_request_init(&rq[i], d, &fuzz_keywords,
+                                      fuzz_history)
+                    == LLMR_OK);
+        rq[i].classifier = c;
+
+        /* 0: yajl reads every string; size + 1: a window over them all */
+        rq[i].scan_limit = i ? size + 1 : 0;
+
+        rc[i] = fuzz_feed(&rq[i], data, size);
+
+        if (rc[i] == LLMR_OK) {
+            rc[i] = llmr_request_finish(&rq[i]);
+        }
+
+        llmr_request_free(&rq[i]);
+    }
+
+    fuzz_assert(rc[0] == rc[1]);
+
+    if (rc[0] == LLMR_OK) {
+        fuzz_same(&rq[0].f, &rq[1].f);
+    }
 }
 
 

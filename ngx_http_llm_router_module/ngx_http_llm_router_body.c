@@ -226,6 +226,8 @@ ngx_http_llm_router_handler(ngx_http_request_t *r)
     ctx->request.classifier = llcf->classifier;
     ctx->request.hold_max = llcf->string_buffer_size;
     ctx->request.scan_limit = llcf->scan_limit;
+    ctx->request.scratch = lmcf->scratch;
+    ctx->request.scratch_size = lmcf->scratch_size;
 
     if (llcf->triage && ngx_http_llm_router_capture(r, ctx) != NGX_OK) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;

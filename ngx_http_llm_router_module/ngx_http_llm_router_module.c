@@ -1802,11 +1802,27 @@ ngx_http_llm_router_check_scan_limit(ngx_conf_t *cf, void *post, void *data)
 }
 
 
-/* a worker's connections to Redis */
+/*
+ * A worker's connections to Redis, and the buffer that a long string's
+ * window is decoded into: one for all its requests, for each is decoded
+ * and read in one go (see llmr_stand_in()).
+ */
 
 static ngx_int_t
 ngx_http_llm_router_init_process(ngx_cycle_t *cycle)
 {
+    ngx_http_llm_router_main_conf_t  *lmcf;
+
+    lmcf = ngx_http_cycle_get_module_main_conf(cycle,
+                                               ngx_http_llm_router_module);
+
+    if (lmcf && lmcf->scratch_size) {
+        lmcf->scratch = ngx_palloc(cycle->pool, lmcf->scratch_size);
+        if (lmcf->scratch == NULL) {
+            return NGX_ERROR;
+        }
+    }
+
     return ngx_http_llm_router_redis_init(cycle);
 }
 
@@ -2110,8 +2126,10 @@ ngx_http_llm_router_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     ngx_http_llm_router_loc_conf_t *prev = parent;
     ngx_http_llm_router_loc_conf_t *conf = child;
 
-    ngx_flag_t                 enable;
-    ngx_http_core_loc_conf_t  *clcf;
+    size_t                            scratch;
+    ngx_flag_t                        enable;
+    ngx_http_core_loc_conf_t         *clcf;
+    ngx_http_llm_router_main_conf_t  *lmcf;
 
     /* as set at this level, if it is */
     enable = conf->enable;
@@ -2176,6 +2194,13 @@ ngx_http_llm_router_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
                               prev->string_buffer_size, LLMR_HOLD_MAX);
     ngx_conf_merge_size_value(conf->scan_limit, prev->scan_limit,
                               LLMR_SCAN_LIMIT);
+
+    lmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_llm_router_module);
+    scratch = LLMR_SCRATCH_SIZE(conf->scan_limit);
+
+    if (conf->scan_limit && scratch > lmcf->scratch_size) {
+        lmcf->scratch_size = scratch;
+    }
 
     if (conf->api == NGX_CONF_UNSET_UINT) {
         conf->api = (prev->api == NGX_CONF_UNSET_UINT) ? LLMR_APIS

@@ -294,6 +294,10 @@ typedef struct {
     ngx_uint_t                     redis_share;
     ngx_str_t                      cooldown_store;
     ngx_http_llm_router_redis_t   *cooldown_redis;
+
+    /* a worker's buffer for the window of a long string */
+    u_char                        *scratch;
+    size_t                         scratch_size;
 } ngx_http_llm_router_main_conf_t;
 
 

@@ -255,6 +255,39 @@ int llmr_capture_init(llmr_capture_t *c, unsigned char *buf, size_t size,
     unsigned nslots);
 
 
+/*
+ * The state of a check of a JSON string's body, as yajl checks it, that
+ * goes on across buffers; all zero between characters.
+ */
+typedef struct {
+    unsigned               escape:1;        /* a backslash was the last */
+    unsigned               hex:3;           /* digits of \uXXXX to come */
+    unsigned               utf8:2;          /* continuation bytes to come */
+} llmr_json_check_t;
+
+#define llmr_json_between(c)  (!(c)->escape && !(c)->hex && !(c)->utf8)
+
+
+/*
+ * A string's text: all of it decoded in head, or of a long one its
+ * first and last bytes decoded in head and tail; read is how many bytes
+ * of the body they come from, and rest how many more the string has,
+ * only counted.
+ */
+typedef struct {
+    const unsigned char   *head;
+    size_t                 head_len;
+    const unsigned char   *tail;
+    size_t                 tail_len;
+    uint64_t               read;
+    uint64_t               rest;
+} llmr_text_t;
+
+/* strings from this long are read without yajl */
+#define LLMR_STAND_IN_MIN         256
+#define LLMR_SCRATCH_SIZE(limit)  ((limit) + 8)
+
+
 struct llmr_request_s {
     yajl_handle            yajl;
     const llmr_dialect_t  *dialect;
@@ -293,13 +326,23 @@ struct llmr_request_s {
      */
     size_t                 scan_limit;
     uint64_t               skipped;         /* bytes of it not kept */
+    llmr_json_check_t      skip;            /* and their check */
     size_t                 token_len;       /* a number cut, so far */
     unsigned               in_string:1;
     unsigned               escaped:1;
     unsigned               skipping:1;
-    unsigned               skip_escape:1;
-    unsigned               skip_hex:3;      /* digits of \uXXXX to come */
-    unsigned               skip_utf8:2;     /* continuation bytes to come */
+
+    /*
+     * a long string is checked and decoded here, its window into
+     * scratch, and yajl is given "" in its place (see llmr_stand_in());
+     * scratch, LLMR_SCRATCH_SIZE(scan_limit) bytes, may be set after
+     * llmr_request_init(), and shared by requests parsed one at a time
+     */
+    unsigned char         *scratch;
+    size_t                 scratch_size;
+    unsigned               scratch_own:1;
+    llmr_text_t            text;            /* the string stood in */
+    uint64_t               stand_in;        /* its bytes past "" */
 
     unsigned               depth;
     unsigned               seen;            /* top-level keys, a bit each */
@@ -745,7 +788,16 @@ int llmr_resp_parse(const unsigned char *p, size_t len, llmr_resp_t *reply,
     size_t *used);
 
 
-/* JSON output helpers */
+/* JSON strings */
+
+/* LLMR_OK, or LLMR_JSON_INVALID or LLMR_JSON_UTF8 at *used */
+#define LLMR_JSON_INVALID    1
+#define LLMR_JSON_UTF8       2
+
+int llmr_json_check(llmr_json_check_t *c, const unsigned char *p,
+    size_t len, size_t *used);
+unsigned char *llmr_json_unescape(unsigned char *dst, const unsigned char *p,
+    size_t len);
 
 size_t llmr_json_escape_size(const unsigned char *p, size_t len);
 unsigned char *llmr_json_escape(unsigned char *dst, const unsigned char *p,

@@ -40,8 +40,8 @@ static int llmr_open(llmr_request_t *rq, unsigned type);
 static int llmr_fail(llmr_request_t *rq, const char *message);
 static int llmr_parse(llmr_request_t *rq, const unsigned char *p,
     size_t len);
-static size_t llmr_string_open(llmr_request_t *rq, const unsigned char *p,
-    size_t len);
+static size_t llmr_string_next(llmr_request_t *rq, const unsigned char *p,
+    size_t len, size_t *end);
 static size_t llmr_string_close(llmr_request_t *rq, const unsigned char *p,
     size_t len);
 static int llmr_hold(llmr_request_t *rq, const unsigned char *p,
@@ -52,21 +52,27 @@ static size_t llmr_hold_cut(llmr_request_t *rq);
 static int llmr_skip(llmr_request_t *rq, const unsigned char *p,
     size_t len);
 static int llmr_held(llmr_request_t *rq);
+static int llmr_stand_in(llmr_request_t *rq, const unsigned char *p,
+    size_t len, uint64_t skipped);
+static int llmr_check_upto(llmr_request_t *rq, llmr_json_check_t *c,
+    const unsigned char *p, size_t len, size_t *i, size_t upto);
+static int llmr_string_error(llmr_request_t *rq, uint64_t offset, int rc);
 static int llmr_token_cut(llmr_request_t *rq, const unsigned char *p,
     size_t len, int open);
 static size_t llmr_string_prefix(const unsigned char *p, size_t n);
 static void llmr_locate(llmr_request_t *rq, uint64_t *start);
 static void llmr_locate_value(llmr_request_t *rq, size_t upto);
 static void llmr_text(llmr_request_t *rq, llmr_text_e kind,
-    const unsigned char *p, size_t len);
+    const llmr_text_t *t);
 static void llmr_type(llmr_request_t *rq, const unsigned char *p,
     size_t len);
 static void llmr_tool(llmr_features_t *f, const unsigned char *p,
     size_t len);
 static void llmr_tool_add(llmr_features_t *f, uint32_t hash);
 static int llmr_is(const unsigned char *p, size_t len, const char *s);
-static uint32_t llmr_text_window(llmr_request_t *rq,
-    const unsigned char *p, size_t len);
+static uint32_t llmr_text_window(llmr_request_t *rq, const llmr_text_t *t);
+static uint32_t llmr_text_tokens(const llmr_text_t *t);
+static uint32_t llmr_text_rest(const llmr_text_t *t, uint32_t tokens);
 static void llmr_message_start(llmr_request_t *rq);
 static const llmr_key_name_t *llmr_key_alias(const llmr_key_name_t *names,
     const unsigned char *p, size_t len);
@@ -131,7 +137,14 @@ static const char  *llmr_image_types[] = {
 #define LLMR_MODEL_KEY       "\"model\":"
 
 #define llmr_offset(rq)                                                       \
-    ((rq)->base + yajl_get_bytes_consumed((rq)->yajl))
+    ((rq)->base + yajl_get_bytes_consumed((rq)->yajl) + (rq)->stand_in)
+
+#define llmr_stands_in(rq, n)                                                 \
+    ((rq)->scan_limit && (n) >= LLMR_STAND_IN_MIN)
+
+/* keys and names, never that long, stay whole */
+#define llmr_window(rq)                                                       \
+    ((rq)->scan_limit > LLMR_HOLD_MIN ? (rq)->scan_limit : LLMR_HOLD_MIN)
 
 /*
  * A chat stream carries its usage only when asked to: it is always asked
@@ -188,6 +201,12 @@ llmr_request_free(llmr_request_t *rq)
     rq->hold = NULL;
     rq->hold_len = 0;
     rq->hold_size = 0;
+
+    if (rq->scratch_own) {
+        free(rq->scratch);
+        rq->scratch = NULL;
+        rq->scratch_own = 0;
+    }
 }
 
 
@@ -200,13 +219,14 @@ llmr_request_free(llmr_request_t *rq)
  * lexed once.  The first token of a call to yajl is copied by its lexer:
  * the structural byte before the string is kept with it, so that the
  * string is not that token.  Only quotes and backslashes are looked for
- * here, with memchr().
+ * here, with memchr().  A long string whole in a chunk, or held, is not
+ * given to yajl at all (see llmr_stand_in()).
  */
 
 int
 llmr_request_feed(llmr_request_t *rq, const unsigned char *p, size_t len)
 {
-    size_t  n, m;
+    size_t  n, m, end;
 
     if (len == 0) {
         return LLMR_OK;
@@ -231,7 +251,29 @@ llmr_request_feed(llmr_request_t *rq, const unsigned char *p, size_t len)
         len -= n;
     }
 
-    n = llmr_string_open(rq, p, len);
+    for ( ;; ) {
+        n = llmr_string_next(rq, p, len, &end);
+
+        if (n == len || rq->in_string) {
+            break;
+        }
+
+        if (llmr_token_cut(rq, p, n, 0) != LLMR_OK) {
+            return LLMR_ERROR;
+        }
+
+        if (n && llmr_parse(rq, p, n) != LLMR_OK) {
+            return LLMR_ERROR;
+        }
+
+        if (llmr_stand_in(rq, p + n + 1, end - n - 2, 0) != LLMR_OK) {
+            return LLMR_ERROR;
+        }
+
+        p += end;
+        len -= end;
+    }
+
     m = (n < len) ? llmr_string_prefix(p, n) : n;
 
     if (llmr_token_cut(rq, p, m, m == len) != LLMR_OK) {
@@ -306,10 +348,14 @@ llmr_parse(llmr_request_t *rq, const unsigned char *p, size_t len)
 }
 
 
-/* where the string still open at the end of p starts, or len */
+/*
+ * Where the first long string of p starts, *end past its closing quote,
+ * or where the string still open at the end of p starts, or len.
+ */
 
 static size_t
-llmr_string_open(llmr_request_t *rq, const unsigned char *p, size_t len)
+llmr_string_next(llmr_request_t *rq, const unsigned char *p, size_t len,
+    size_t *end)
 {
     size_t                i;
     const unsigned char  *q;
@@ -328,6 +374,11 @@ llmr_string_open(llmr_request_t *rq, const unsigned char *p, size_t len)
         i += 1 + llmr_string_close(rq, q + 1, len - i - 1);
 
         if (rq->in_string) {
+            return q - p;
+        }
+
+        if (llmr_stands_in(rq, i - (q - p) - 2)) {
+            *end = i;
             return q - p;
         }
     }
@@ -426,9 +477,7 @@ llmr_hold(llmr_request_t *rq, const unsigned char *p, size_t len)
         cut = llmr_hold_cut(rq);
 
         rq->skipping = 1;
-        rq->skip_escape = 0;
-        rq->skip_hex = 0;
-        rq->skip_utf8 = 0;
+        memset(&rq->skip, 0, sizeof(llmr_json_check_t));
 
         room = rq->hold_len - cut;
         rq->hold_len = cut;
@@ -525,89 +574,42 @@ llmr_hold_cut(llmr_request_t *rq)
 
 /*
  * Bytes of a string that are not kept: what yajl would refuse in them is
- * refused (a control character, an escape that is none, a broken UTF-8
- * sequence), and they are counted for the token estimate.  The closing
+ * refused, and they are counted for the token estimate.  The closing
  * quote, if there, is the last byte.
  */
 
 static int
 llmr_skip(llmr_request_t *rq, const unsigned char *p, size_t len)
 {
-    size_t         i;
-    unsigned char  c;
+    int     rc;
+    size_t  n;
 
-    for (i = 0; i < len; i++) {
-        c = p[i];
+    rc = llmr_json_check(&rq->skip, p, len, &n);
+    rq->skipped += n;
 
-        if (rq->skip_hex) {
-            if (!((c >= '0' && c <= '9') || ((c | 0x20) >= 'a'
-                                             && (c | 0x20) <= 'f')))
-            {
-                goto invalid;
-            }
-
-            rq->skip_hex--;
-
-        } else if (rq->skip_escape) {
-            rq->skip_escape = 0;
-
-            if (c == 'u') {
-                rq->skip_hex = 4;
-
-            } else if (strchr("\"\\/bfnrt", c) == NULL || c == '\0') {
-                goto invalid;
-            }
-
-        } else if (rq->skip_utf8) {
-            if ((c & 0xc0) != 0x80) {
-                goto utf8;
-            }
-
-            rq->skip_utf8--;
-
-        } else if (c == '"') {
-            /* the end: llmr_string_close() found it */
-            return LLMR_OK;
-
-        } else if (c == '\\') {
-            rq->skip_escape = 1;
-
-        } else if (c < 0x20) {
-            goto invalid;
-
-        } else if (c >= 0x80) {
-            if ((c >> 5) == 0x06) {
-                rq->skip_utf8 = 1;
-
-            } else if ((c >> 4) == 0x0e) {
-                rq->skip_utf8 = 2;
-
-            } else if ((c >> 3) == 0x1e) {
-                rq->skip_utf8 = 3;
-
-            } else {
-                goto utf8;
-            }
-        }
-
-        rq->skipped++;
+    if (rc != LLMR_OK) {
+        return llmr_string_error(rq, rq->base + rq->hold_len + rq->skipped,
+                                 rc);
     }
 
     return LLMR_OK;
+}
 
-invalid:
 
-    snprintf(rq->error, LLMR_ERROR_MAX,
-             "request body is not valid JSON (at byte %llu): invalid "
-             "character in string",
-             (unsigned long long) (rq->base + rq->hold_len + rq->skipped));
-    return LLMR_ERROR;
+static int
+llmr_string_error(llmr_request_t *rq, uint64_t offset, int rc)
+{
+    if (rc == LLMR_JSON_UTF8) {
+        snprintf(rq->error, LLMR_ERROR_MAX,
+                 "request body is not valid UTF-8 (at byte %llu)",
+                 (unsigned long long) offset);
 
-utf8:
+    } else {
+        snprintf(rq->error, LLMR_ERROR_MAX,
+                 "request body is not valid JSON (at byte %llu): invalid "
+                 "character in string", (unsigned long long) offset);
+    }
 
-    snprintf(rq->error, LLMR_ERROR_MAX,
-             "request body is not valid UTF-8 (at byte %llu)",
-             (unsigned long long) (rq->base + rq->hold_len + rq->skipped));
     return LLMR_ERROR;
 }
 
@@ -665,23 +667,188 @@ llmr_token_cut(llmr_request_t *rq, const unsigned char *p, size_t len,
 static int
 llmr_held(llmr_request_t *rq)
 {
-    if (rq->skipping && (rq->skip_escape || rq->skip_hex || rq->skip_utf8)) {
-        snprintf(rq->error, LLMR_ERROR_MAX,
-                 "request body is not valid JSON (at byte %llu): invalid "
-                 "string", (unsigned long long) (rq->base + rq->hold_len
-                                                 + rq->skipped));
-        return LLMR_ERROR;
+    size_t  body;
+
+    if (rq->skipping && !llmr_json_between(&rq->skip)) {
+        /* an escape or a character the closing quote cuts */
+        return llmr_string_error(rq, rq->base + rq->hold_len + rq->skipped,
+                                 rq->skip.utf8 ? LLMR_JSON_UTF8
+                                               : LLMR_JSON_INVALID);
     }
 
-    if (llmr_parse(rq, rq->hold, rq->hold_len) != LLMR_OK) {
-        return LLMR_ERROR;
+    /* the string between its quotes */
+    body = rq->hold_len - rq->hold_prefix - 2;
+
+    if (llmr_stands_in(rq, body + rq->skipped)) {
+
+        if (rq->hold_prefix
+            && llmr_parse(rq, rq->hold, rq->hold_prefix) != LLMR_OK)
+        {
+            return LLMR_ERROR;
+        }
+
+        if (llmr_stand_in(rq, rq->hold + rq->hold_prefix + 1, body,
+                          rq->skipped)
+            != LLMR_OK)
+        {
+            return LLMR_ERROR;
+        }
+
+    } else {
+        if (llmr_parse(rq, rq->hold, rq->hold_len) != LLMR_OK) {
+            return LLMR_ERROR;
+        }
+
+        rq->base += rq->skipped;
     }
 
-    rq->base += rq->skipped;
     rq->skipped = 0;
     rq->skipping = 0;
     rq->hold_len = 0;
     rq->hold_prefix = 0;
+
+    return LLMR_OK;
+}
+
+
+/*
+ * yajl lexes a string a byte at a time, and decodes all of it into a
+ * buffer of its own, grown by doubling, when it has escapes.  A long
+ * string, the body of which (p, between its quotes, and skipped bytes
+ * not kept after it) is whole, is checked here instead, eight bytes at
+ * a time, and only the part of it that is read decoded: all of it up to
+ * scan_limit bytes (and at least LLMR_HOLD_MIN), or its first and last
+ * halves.  yajl gets "" in its
+ * place, and its callbacks read rq->text.  The offsets count the bytes
+ * of the string.
+ */
+
+static int
+llmr_stand_in(llmr_request_t *rq, const unsigned char *p, size_t len,
+    uint64_t skipped)
+{
+    int                  rc, whole;
+    size_t               i, window, half, head, tail, size;
+    unsigned char       *end;
+    llmr_json_check_t    check;
+
+    static const unsigned char  empty[] = "\"\"";
+
+    window = llmr_window(rq);
+    size = LLMR_SCRATCH_SIZE(window);
+
+    if (rq->scratch == NULL || rq->scratch_size < size) {
+        if (rq->scratch_own) {
+            free(rq->scratch);
+        }
+
+        rq->scratch = malloc(size);
+        if (rq->scratch == NULL) {
+            rq->scratch_size = 0;
+            rq->scratch_own = 0;
+            llmr_fail(rq, "out of memory");
+            return LLMR_ERROR;
+        }
+
+        rq->scratch_size = size;
+        rq->scratch_own = 1;
+    }
+
+    memset(&check, 0, sizeof(llmr_json_check_t));
+    i = 0;
+    head = len;
+    tail = len;
+    whole = (skipped == 0 && len <= window);
+
+    if (whole) {
+        rc = llmr_check_upto(rq, &check, p, len, &i, len);
+
+    } else {
+        /* the halves end and start where a character does */
+
+        half = window / 2;
+
+        rc = llmr_check_upto(rq, &check, p, len, &i, half < len ? half : len);
+
+        if (rc == LLMR_OK) {
+            head = i;
+            rc = llmr_check_upto(rq, &check, p, len, &i,
+                                 (len > head + half) ? len - half : head);
+        }
+
+        if (rc == LLMR_OK) {
+            tail = i;
+            rc = llmr_check_upto(rq, &check, p, len, &i, len);
+        }
+    }
+
+    if (rc != LLMR_OK) {
+        return LLMR_ERROR;
+    }
+
+    if (!llmr_json_between(&check)) {
+        return llmr_string_error(rq, rq->base + 1 + len,
+                                 check.utf8 ? LLMR_JSON_UTF8
+                                            : LLMR_JSON_INVALID);
+    }
+
+    if (whole) {
+        end = llmr_json_unescape(rq->scratch, p, len);
+
+        rq->text.head = rq->scratch;
+        rq->text.head_len = end - rq->scratch;
+        rq->text.tail = NULL;
+        rq->text.tail_len = 0;
+        rq->text.read = len;
+        rq->text.rest = 0;
+
+    } else {
+        end = llmr_json_unescape(rq->scratch, p, head);
+
+        rq->text.head = rq->scratch;
+        rq->text.head_len = end - rq->scratch;
+        rq->text.tail = end;
+        rq->text.tail_len = llmr_json_unescape(end, p + tail, len - tail)
+                            - end;
+        rq->text.read = head + (len - tail);
+        rq->text.rest = (tail - head) + skipped;
+    }
+
+    rq->stand_in = len + skipped;
+
+    rc = llmr_parse(rq, empty, 2);
+
+    rq->base += rq->stand_in;
+    rq->stand_in = 0;
+    rq->text.head = NULL;
+
+    return rc;
+}
+
+
+/*
+ * Checks p from *i up to upto, and on to where a character starts; the
+ * body has no closing quote, so the check stops only at an error.
+ */
+
+static int
+llmr_check_upto(llmr_request_t *rq, llmr_json_check_t *c,
+    const unsigned char *p, size_t len, size_t *i, size_t upto)
+{
+    int     rc;
+    size_t  n;
+
+    rc = llmr_json_check(c, p + *i, upto - *i, &n);
+    *i += n;
+
+    while (rc == LLMR_OK && *i < len && !llmr_json_between(c)) {
+        rc = llmr_json_check(c, p + *i, 1, &n);
+        *i += n;
+    }
+
+    if (rc != LLMR_OK) {
+        return llmr_string_error(rq, rq->base + 1 + *i, rc);
+    }
 
     return LLMR_OK;
 }
@@ -999,6 +1166,7 @@ llmr_number(void *ctx, const char *p, size_t len)
 static int
 llmr_string(void *ctx, const unsigned char *p, size_t len)
 {
+    llmr_text_t      t;
     llmr_text_e      kind;
     llmr_request_t  *rq = ctx;
 
@@ -1006,20 +1174,33 @@ llmr_string(void *ctx, const unsigned char *p, size_t len)
         return 0;
     }
 
+    if (rq->text.head) {
+        t = rq->text;
+
+    } else {
+        t.head = p;
+        t.head_len = len;
+        t.tail = NULL;
+        t.tail_len = 0;
+        t.read = rq->hold_len - rq->hold_prefix;
+        t.rest = rq->skipped;
+    }
+
     if (rq->depth == 1 && rq->key[1] == LLMR_KEY_MODEL) {
-        if (rq->skipped) {
-            /* its end would be misplaced, and no model has such a name */
+        if (t.rest || t.tail) {
+            /* no model has such a name */
             return llmr_fail(rq, "invalid 'model': the string is too long");
         }
 
-        rq->f.model_truncated = (len > LLMR_MODEL_NAME_MAX);
-        rq->f.model_len = rq->f.model_truncated ? LLMR_MODEL_NAME_MAX : len;
-        memcpy(rq->f.model, p, rq->f.model_len);
+        rq->f.model_truncated = (t.head_len > LLMR_MODEL_NAME_MAX);
+        rq->f.model_len = rq->f.model_truncated ? LLMR_MODEL_NAME_MAX
+                                                : t.head_len;
+        memcpy(rq->f.model, t.head, rq->f.model_len);
         return 1;
     }
 
     if (rq->depth == 1 && rq->key[1] == LLMR_KEY_PREVIOUS) {
-        rq->f.previous = (len != 0);
+        rq->f.previous = (t.head_len != 0);
         return 1;
     }
 
@@ -1037,27 +1218,26 @@ llmr_string(void *ctx, const unsigned char *p, size_t len)
         rq->msg_role = LLMR_ROLE_USER;
         rq->msg.tokens = llmr_estimate_tokens((const unsigned char *) "user",
                                               4);
-        llmr_text(rq, kind, p, len);
+        llmr_text(rq, kind, &t);
         llmr_message_done(rq);
 
         return 1;
     }
 
-    llmr_text(rq, kind, p, len);
+    llmr_text(rq, kind, &t);
 
     return 1;
 }
 
 
 static void
-llmr_text(llmr_request_t *rq, llmr_text_e kind, const unsigned char *p,
-    size_t len)
+llmr_text(llmr_request_t *rq, llmr_text_e kind, const llmr_text_t *t)
 {
-    uint32_t  rest;
+    size_t                len;
+    const unsigned char  *p;
 
-    /* the bytes of a long string not kept: four a token */
-
-    rest = (uint32_t) ((rq->skipped + 3) / 4);
+    p = t->head;
+    len = t->head_len;
 
     switch (kind) {
 
@@ -1066,21 +1246,21 @@ llmr_text(llmr_request_t *rq, llmr_text_e kind, const unsigned char *p,
 
     case LLMR_TEXT_ROLE:
         rq->msg_role = llmr_role(p, len);
-        rq->msg.tokens += llmr_estimate_tokens(p, len) + rest;
+        rq->msg.tokens += llmr_text_tokens(t);
         return;
 
     case LLMR_TEXT_TOKENS:
-        rq->msg.tokens += llmr_estimate_tokens(p, len) + rest;
+        rq->msg.tokens += llmr_text_tokens(t);
         return;
 
     case LLMR_TEXT_TOOL:
         llmr_tool(&rq->f, p, len);
-        rq->f.prompt_tokens += llmr_estimate_tokens(p, len) + rest;
+        rq->f.prompt_tokens += llmr_text_tokens(t);
         return;
 
     case LLMR_TEXT_PROMPT:
         /* the system prompt, instructions and tool definitions */
-        rq->f.prompt_tokens += llmr_estimate_tokens(p, len) + rest;
+        rq->f.prompt_tokens += llmr_text_tokens(t);
         return;
 
     case LLMR_TEXT_TYPE:
@@ -1107,11 +1287,32 @@ llmr_text(llmr_request_t *rq, llmr_text_e kind, const unsigned char *p,
         return;
     }
 
-    rq->msg.tokens += llmr_text_window(rq, p, len);
+    rq->msg.tokens += llmr_text_window(rq, t);
 
     if (rq->capture) {
         llmr_capture_text(rq->capture, p, len);
+
+        if (t->tail) {
+            llmr_capture_text(rq->capture, t->tail, t->tail_len);
+        }
     }
+}
+
+
+/* the tokens of a text that is only counted: the bytes not read, four a token */
+
+static uint32_t
+llmr_text_tokens(const llmr_text_t *t)
+{
+    uint32_t  tokens;
+
+    tokens = llmr_estimate_tokens(t->head, t->head_len);
+
+    if (t->tail) {
+        tokens += llmr_estimate_tokens(t->tail, t->tail_len);
+    }
+
+    return tokens + (uint32_t) ((t->rest + 3) / 4);
 }
 
 
@@ -1120,24 +1321,38 @@ llmr_text(llmr_request_t *rq, llmr_text_e kind, const unsigned char *p,
  * bytes, or its first and last halves; a long pasted document does not
  * change what code or a keyword means for routing.  The features and
  * the keyword lists come in the pass of the tokens.  The tokens of the
- * rest are counted at the rate of the window's, and those of the bytes
- * of a string too long to be kept at the rate of the bytes held, as the
- * client sent them (escaped).
+ * rest are counted at the rate of the window's.  A long string comes
+ * with its halves (see llmr_stand_in()), cut from the bytes as the
+ * client sent them (escaped), and the rest is counted at the rate of
+ * those bytes; so are the bytes of a string too long to be kept.
  */
 
 static uint32_t
-llmr_text_window(llmr_request_t *rq, const unsigned char *p, size_t len)
+llmr_text_window(llmr_request_t *rq, const llmr_text_t *t)
 {
-    size_t           window, half, held;
-    uint64_t         rest;
-    uint32_t         tokens;
-    llmr_request_t  *features;
+    size_t                window, half, len;
+    uint64_t              rest;
+    uint32_t              tokens;
+    llmr_request_t       *features;
+    const unsigned char  *p;
 
     features = (rq->classifier || rq->feature) ? rq : NULL;
 
-    if (rq->scan_limit == 0 || len <= rq->scan_limit) {
-        window = len;
+    p = t->head;
+    len = t->head_len;
 
+    if (t->tail) {
+        tokens = llmr_text_scan(features, rq->keywords, &rq->msg_keywords,
+                                p, len)
+                 + llmr_text_scan(features, rq->keywords, &rq->msg_keywords,
+                                  t->tail, t->tail_len);
+
+        if (!rq->msg.code) {
+            rq->msg.code = llmr_looks_like_code(p, len)
+                           || llmr_looks_like_code(t->tail, t->tail_len);
+        }
+
+    } else if (rq->scan_limit == 0 || len <= rq->scan_limit) {
         tokens = llmr_text_scan(features, rq->keywords, &rq->msg_keywords,
                                 p, len);
 
@@ -1146,6 +1361,8 @@ llmr_text_window(llmr_request_t *rq, const unsigned char *p, size_t len)
         }
 
     } else {
+        /* a window of a few bytes, shorter than any long string */
+
         half = rq->scan_limit / 2;
         window = 2 * half;
 
@@ -1158,25 +1375,29 @@ llmr_text_window(llmr_request_t *rq, const unsigned char *p, size_t len)
             rq->msg.code = llmr_looks_like_code(p, half)
                            || llmr_looks_like_code(p + len - half, half);
         }
-    }
 
-    rest = len - window;
-
-    if (rest) {
+        rest = len - window;
         tokens += (uint32_t) ((rest * tokens + window / 2) / window);
     }
 
-    if (rq->skipped == 0) {
-        return tokens;
+    return tokens + llmr_text_rest(t, tokens);
+}
+
+
+/* the tokens of the bytes not read, at the rate of those read */
+
+static uint32_t
+llmr_text_rest(const llmr_text_t *t, uint32_t tokens)
+{
+    if (t->rest == 0) {
+        return 0;
     }
 
-    held = rq->hold_len - rq->hold_prefix;
-
-    if (held == 0 || tokens == 0) {
-        return tokens + (uint32_t) ((rq->skipped + 3) / 4);
+    if (t->read == 0 || tokens == 0) {
+        return (uint32_t) ((t->rest + 3) / 4);
     }
 
-    return tokens + (uint32_t) ((rq->skipped * tokens + held / 2) / held);
+    return (uint32_t) ((t->rest * tokens + t->read / 2) / t->read);
 }
 
 
@@ -1363,6 +1584,12 @@ llmr_map_key(void *ctx, const unsigned char *p, size_t len)
     unsigned                key;
     const llmr_key_name_t  *names;
     llmr_request_t         *rq = ctx;
+
+    if (rq->text.head) {
+        /* a long key: none the router knows, but it may be an alias */
+        p = rq->text.head;
+        len = rq->text.head_len;
+    }
 
     names = (rq->depth == 1) ? rq->dialect->top_keys : llmr_nested_keys;
 

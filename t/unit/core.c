@@ -607,6 +607,128 @@ features_of(const char *text, collected_t *c)
 }
 
 
+/*
+ * A long string read without yajl (llmr_stand_in()) reads as yajl reads
+ * it: scan_limit 0 has yajl read every string.  Every escape is there,
+ * surrogates paired and lone, UTF-8 and \u0000.
+ */
+
+typedef struct {
+    uint32_t   n;
+    uint64_t   sum;
+} hashed_t;
+
+
+static void
+hash_features(void *data, unsigned message, uint32_t hash)
+{
+    hashed_t  *h = data;
+
+    h->n++;
+    h->sum = h->sum * 31 + hash + message;
+}
+
+
+static int
+stand_in_parse(const char *body, size_t limit, size_t chunk,
+    llmr_features_t *f, hashed_t *h, char *error)
+{
+    int             rc;
+    llmr_request_t  rq;
+
+    if (llmr_request_init(&rq, CHAT, &kw, 6) != LLMR_OK) {
+        return LLMR_ERROR;
+    }
+
+    memset(h, 0, sizeof(hashed_t));
+    rq.scan_limit = limit;
+    rq.feature = hash_features;
+    rq.feature_data = h;
+
+    rc = feed_request(&rq, body, chunk);
+
+    *f = rq.f;
+    memcpy(error, rq.error, LLMR_ERROR_MAX);
+
+    return rc;
+}
+
+
+static void
+test_stand_in(void)
+{
+    int              i, rc0, rc1;
+    char             body[8192], e0[LLMR_ERROR_MAX], e1[LLMR_ERROR_MAX];
+    char            *p;
+    size_t           chunks[] = { 0, 7, 300 };
+    unsigned         k;
+    hashed_t         h0, h1;
+    llmr_features_t  f0, f1;
+
+    static const char  *piece =
+        "Explain why, step by step: \\\"quoted\\\" \\\\ back\\/slash "
+        "caf\\u00e9 \\u4E2D\\u6587 \\ud83d\\ude00 lone \\ud800 low "
+        "\\udc00 nul \\u0000 \\b\\f\\r\\n\\tdef f(x):\\n    return x;\\n}\\n "
+        "caf\xc3\xa9 \xe4\xb8\xad 42 analyze ";
+
+    static const char  *bad[] = {
+        "tab\there", "x\\x", "\\u12G4", "\xc3(", "\xff", "\xe4\xb8",
+        "\\u00"
+    };
+
+    p = body;
+    p += sprintf(p, "{\"messages\":[{\"role\":\"user\",\"content\":\"");
+
+    for (i = 0; i < 12; i++) {
+        p += sprintf(p, "%s", piece);
+    }
+
+    sprintf(p, "\"}],\"model\":\"gpt-4o\"}");
+
+    for (k = 0; k < 3; k++) {
+        rc0 = stand_in_parse(body, 0, chunks[k], &f0, &h0, e0);
+        rc1 = stand_in_parse(body, LLMR_SCAN_LIMIT, chunks[k], &f1, &h1, e1);
+
+        tap_ok(rc0 == LLMR_OK && rc1 == LLMR_OK,
+               "stand-in: a long string with every escape");
+        tap_is(f1.est_tokens, f0.est_tokens, "stand-in: the same tokens");
+        tap_ok(h1.n == h0.n && h1.sum == h0.sum && h0.n > 100,
+               "stand-in: the same words, decoded as yajl does");
+        tap_ok(f1.code == f0.code && f0.code
+               && f1.keywords == f0.keywords && f0.keywords == 1,
+               "stand-in: the same code and keywords");
+        tap_ok(f1.model_start == f0.model_start
+               && f1.model_end == f0.model_end
+               && f1.body_len == f0.body_len
+               && f1.model_end == strlen(body) - 1,
+               "stand-in: the same offsets after it");
+    }
+
+    /* what yajl refuses in a string, refused in a long one */
+
+    for (k = 0; k < 2 * sizeof(bad) / sizeof(bad[0]); k++) {
+        p = body;
+        p += sprintf(p, "{\"messages\":[{\"role\":\"user\",\"content\":\"");
+
+        for (i = 0; i < 300; i++) {
+            *p++ = 'a';
+        }
+
+        /* in the middle of the string, and at its end */
+        sprintf(p, "%s%s\"}]}", bad[k / 2], (k & 1) ? "" : " and more");
+
+        rc0 = stand_in_parse(body, 0, 0, &f0, &h0, e0);
+        rc1 = stand_in_parse(body, LLMR_SCAN_LIMIT, 0, &f1, &h1, e1);
+
+        tap_ok(rc0 == LLMR_ERROR && rc1 == LLMR_ERROR
+               && (strstr(e0, "UTF-8") != NULL)
+                  == (strstr(e1, "UTF-8") != NULL)
+               && strncmp(e1, "request body is not valid", 25) == 0,
+               "stand-in: refuses a bad string as yajl does");
+    }
+}
+
+
 static void
 test_classifier(void)
 {
@@ -1173,6 +1295,7 @@ main(void)
     test_answer();
     test_triage();
     test_resp();
+    test_stand_in();
 
     return tap_done();
 }
