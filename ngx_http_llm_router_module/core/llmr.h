@@ -360,8 +360,8 @@ struct llmr_request_s {
     llmr_message_t         turn;
     llmr_message_t         window;
 
-    /* the last messages, a ring, for the history window */
-    llmr_message_t         ring[LLMR_HISTORY_MAX];
+    /* the last messages, a ring of history, for the history window */
+    llmr_message_t        *ring;
     unsigned               ring_next;
     unsigned               ring_len;
     unsigned               seen_user:1;

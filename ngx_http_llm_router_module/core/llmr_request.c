@@ -180,8 +180,17 @@ llmr_request_init(llmr_request_t *rq, const llmr_dialect_t *d,
     rq->hold_max = LLMR_HOLD_MAX;
     rq->scan_limit = LLMR_SCAN_LIMIT;
 
+    if (rq->history) {
+        rq->ring = malloc(rq->history * sizeof(llmr_message_t));
+        if (rq->ring == NULL) {
+            return LLMR_ERROR;
+        }
+    }
+
     rq->yajl = yajl_alloc(&llmr_callbacks, NULL, rq);
     if (rq->yajl == NULL) {
+        free(rq->ring);
+        rq->ring = NULL;
         return LLMR_ERROR;
     }
 
@@ -201,6 +210,9 @@ llmr_request_free(llmr_request_t *rq)
     rq->hold = NULL;
     rq->hold_len = 0;
     rq->hold_size = 0;
+
+    free(rq->ring);
+    rq->ring = NULL;
 
     if (rq->scratch_own) {
         free(rq->scratch);
@@ -1751,7 +1763,7 @@ llmr_end_array(void *ctx)
 static void
 llmr_message_done(llmr_request_t *rq)
 {
-    unsigned          k, window, user, current;
+    unsigned          k, user, current;
     llmr_message_t   *m;
     llmr_features_t  *f;
 
@@ -1774,11 +1786,8 @@ llmr_message_done(llmr_request_t *rq)
         rq->turn = rq->msg;
         memset(&rq->window, 0, sizeof(llmr_message_t));
 
-        window = rq->history < rq->ring_len ? rq->history : rq->ring_len;
-
-        for (k = 1; k <= window; k++) {
-            m = &rq->ring[(rq->ring_next + LLMR_HISTORY_MAX - k)
-                          % LLMR_HISTORY_MAX];
+        for (k = 1; k <= rq->ring_len; k++) {
+            m = &rq->ring[(rq->ring_next + rq->history - k) % rq->history];
 
             /* code is looked for in the last three messages only */
             llmr_message_add(&rq->window, m, k <= 3);
@@ -1794,10 +1803,14 @@ llmr_message_done(llmr_request_t *rq)
     f->est_tokens = rq->turn.tokens + rq->window.tokens;
     f->code = rq->turn.code || rq->window.code;
 
-    rq->ring[rq->ring_next] = rq->msg;
-    rq->ring_next = (rq->ring_next + 1) % LLMR_HISTORY_MAX;
+    if (rq->history == 0) {
+        return;
+    }
 
-    if (rq->ring_len < LLMR_HISTORY_MAX) {
+    rq->ring[rq->ring_next] = rq->msg;
+    rq->ring_next = (rq->ring_next + 1) % rq->history;
+
+    if (rq->ring_len < rq->history) {
         rq->ring_len++;
     }
 }
