@@ -594,7 +594,8 @@ ngx_http_llm_router_var_test(void *data, const llmr_cond_t *cond)
     v = ngx_http_get_indexed_variable(r, vc->index);
 
     if (v == NULL || v->not_found) {
-        ngx_str_null(&value);
+        /* not NULL: PCRE1's pcre_exec() refuses a NULL subject */
+        ngx_str_set(&value, "");
 
     } else {
         value.data = v->data;
