@@ -75,6 +75,7 @@ static ngx_int_t ngx_http_llm_router_resolve_budgets(ngx_conf_t *cf,
 
 static char *ngx_http_llm_router_check_scan_limit(ngx_conf_t *cf,
     void *post, void *data);
+static ngx_int_t ngx_http_llm_router_init_module(ngx_cycle_t *cycle);
 static ngx_int_t ngx_http_llm_router_init_process(ngx_cycle_t *cycle);
 static ngx_int_t ngx_http_llm_router_preconfiguration(ngx_conf_t *cf);
 static ngx_int_t ngx_http_llm_router_postconfiguration(ngx_conf_t *cf);
@@ -426,7 +427,7 @@ ngx_module_t  ngx_http_llm_router_module = {
     ngx_http_llm_router_commands,          /* module directives */
     NGX_HTTP_MODULE,                       /* module type */
     NULL,                                  /* init master */
-    NULL,                                  /* init module */
+    ngx_http_llm_router_init_module,       /* init module */
     ngx_http_llm_router_init_process,      /* init process */
     NULL,                                  /* init thread */
     NULL,                                  /* exit thread */
@@ -1824,6 +1825,17 @@ ngx_http_llm_router_init_process(ngx_cycle_t *cycle)
     }
 
     return ngx_http_llm_router_redis_init(cycle);
+}
+
+
+/* the version, as nginx logs its own at start: "llm_router/0.1.0" */
+
+static ngx_int_t
+ngx_http_llm_router_init_module(ngx_cycle_t *cycle)
+{
+    ngx_log_error(NGX_LOG_NOTICE, cycle->log, 0, "llm_router/" LLMR_VERSION);
+
+    return NGX_OK;
 }
 
 

@@ -30,6 +30,8 @@ static ngx_int_t ngx_http_llm_router_api_variable(ngx_http_request_t *r,
     ngx_http_variable_value_t *v, uintptr_t data);
 static ngx_int_t ngx_http_llm_router_log_variable(ngx_http_request_t *r,
     ngx_http_variable_value_t *v, uintptr_t data);
+static ngx_int_t ngx_http_llm_router_version_variable(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v, uintptr_t data);
 static size_t ngx_http_llm_router_attempts_size(
     ngx_http_llm_router_ctx_t *ctx);
 static u_char *ngx_http_llm_router_attempts(u_char *p,
@@ -95,6 +97,9 @@ static ngx_http_variable_t  ngx_http_llm_router_vars[] = {
     { ngx_string("llm_router_shadow_record"), NULL,
       ngx_http_llm_router_shadow_variable, 0,
       NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
+    { ngx_string("llm_router_version"), NULL,
+      ngx_http_llm_router_version_variable, 0, 0, 0 },
 
       ngx_http_null_variable
 };
@@ -325,6 +330,17 @@ ngx_http_llm_router_api_variable(ngx_http_request_t *r,
 
     ngx_http_llm_router_value(v, (u_char *) ctx->dialect->name.data,
                               ctx->dialect->name.len);
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_llm_router_version_variable(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v, uintptr_t data)
+{
+    ngx_http_llm_router_value(v, (u_char *) LLMR_VERSION,
+                              sizeof(LLMR_VERSION) - 1);
 
     return NGX_OK;
 }

@@ -18,6 +18,12 @@
 #include <yajl/yajl_parse.h>
 
 
+/*
+ * the version of the module ($llm_router_version) and of llm-router
+ * (--version); packaging/debian/changelog gives the same one
+ */
+#define LLMR_VERSION         "0.1.0"
+
 #define LLMR_OK               0
 #define LLMR_ERROR           -1
 #define LLMR_AGAIN           -2

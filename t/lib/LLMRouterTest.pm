@@ -82,6 +82,11 @@ sub new {
     my $prefix = tempdir('llmr-XXXXXX', TMPDIR => 1, CLEANUP => !$ENV{LLMR_KEEP});
     diag("prefix: $prefix") if $ENV{LLMR_KEEP};
     chmod 0777, $prefix;
+
+    # an nginx built without --error-log-path=stderr (nginx.org's source,
+    # by default) opens logs/error.log of its prefix before it reads
+    # nginx.conf, and says [alert] when it cannot
+    mkdir "$prefix/logs";
     for (@TEMP_PATHS) {
         mkdir "$prefix/${_}_temp";
         chmod 0777, "$prefix/${_}_temp";

@@ -64,6 +64,11 @@ main(int argc, char **argv)
         return 0;
     }
 
+    if (strcmp(argv[1], "--version") == 0) {
+        puts("llm-router " LLMR_VERSION);
+        return 0;
+    }
+
     for (i = 1; i < argc && strcmp(argv[i], "--") != 0; i++) {
         if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
             lr_usage(stdout);
@@ -107,6 +112,7 @@ lr_usage(FILE *out)
 
     fputs(
 "usage: llm-router COMMAND [OPTIONS] ARGUMENTS\n"
+"       llm-router --version\n"
 "\n"
 "  train --out FILE [--bits N] [--epochs N] [--rate R] [--l2 L]\n"
 "        [--history N] [--seed N] [--holdout F] DATA.jsonl\n"
