@@ -12,6 +12,7 @@
 #   make bench      the core's cost per request, then plain nginx, the
 #                   module and Portkey side by side with wrk (bench/http)
 #   make routing-eval  learned routing on real outcomes (shared/routing-eval)
+#   make deb        the Debian packages, into build/ (docs/install.md)
 
 NGINX_SRC   ?=
 BUILD       := $(CURDIR)/build
@@ -95,7 +96,8 @@ nginx: $(NGINX_BUILD)/objs/Makefile
 $(CLI): $(CLI_SRCS) tools/llm-router/llm_router.h $(CORE_SRCS) \
         $(CORE_DIR)/llmr.h
 	mkdir -p $(BUILD)
-	$(CC) $(CLI_CFLAGS) -o $@ $(CLI_SRCS) $(CORE_SRCS) -lyajl -lcurl -lm
+	$(CC) $(CLI_CFLAGS) $(CPPFLAGS) $(CFLAGS) -o $@ $(CLI_SRCS) $(CORE_SRCS) \
+	    $(LDFLAGS) -lyajl -lcurl -lm
 
 $(BUILD)/t/%: t/unit/%.c $(CORE_SRCS) $(CORE_DIR)/llmr.h
 	mkdir -p $(BUILD)/t
@@ -144,3 +146,31 @@ demo: deps
 
 clean:
 	rm -rf $(BUILD)
+
+
+# ------------------------------------------------------------------ deb
+#
+# make deb: build/libnginx-mod-http-llm-router_VERSION_ARCH.deb (the
+# module, for the nginx of this machine's nginx-dev) and
+# build/llm-router_VERSION_ARCH.deb (the CLI), from packaging/debian and a
+# copy of the tree in build/deb/src.  make deb-lint runs lintian on them.
+
+DEB_BUILD := $(BUILD)/deb
+
+.PHONY: deb deb-deps deb-lint
+
+deb-deps:
+	@./packaging/build-deps
+
+deb: deb-deps
+	rm -rf $(DEB_BUILD) $(BUILD)/*.deb
+	mkdir -p $(DEB_BUILD)/src
+	tar -cf - --exclude=./build --exclude=./.git \
+	    --exclude=./t/sdk/node_modules . | tar -xf - -C $(DEB_BUILD)/src
+	cp -a packaging/debian $(DEB_BUILD)/src/debian
+	cd $(DEB_BUILD)/src && dpkg-buildpackage -b --no-sign
+	@# the -dbgsym packages stay in build/deb
+	cp $$(ls $(DEB_BUILD)/*.deb | grep -v -- -dbgsym_) $(BUILD)/
+
+deb-lint: deb
+	lintian --fail-on warning --info $(DEB_BUILD)/*.changes
