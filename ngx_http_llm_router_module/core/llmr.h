@@ -804,6 +804,7 @@ int llmr_json_check(llmr_json_check_t *c, const unsigned char *p,
     size_t len, size_t *used);
 unsigned char *llmr_json_unescape(unsigned char *dst, const unsigned char *p,
     size_t len);
+unsigned char *llmr_utf8_encode(unsigned char *dst, uint32_t cp);
 
 size_t llmr_json_escape_size(const unsigned char *p, size_t len);
 unsigned char *llmr_json_escape(unsigned char *dst, const unsigned char *p,

@@ -21,7 +21,6 @@
 #define llmr_zero_byte(w)  (((w) - LLMR_ONES) & ~(w) & LLMR_HIGHS)
 
 
-static unsigned char *llmr_json_utf8(unsigned char *dst, uint32_t cp);
 static uint32_t llmr_json_hex(const unsigned char *p);
 
 
@@ -242,7 +241,7 @@ llmr_json_unescape(unsigned char *dst, const unsigned char *p, size_t len)
                 }
             }
 
-            dst = llmr_json_utf8(dst, cp);
+            dst = llmr_utf8_encode(dst, cp);
             break;
         default:
             /* '"', '\\', '/' */
@@ -274,8 +273,10 @@ llmr_json_hex(const unsigned char *p)
 }
 
 
-static unsigned char *
-llmr_json_utf8(unsigned char *dst, uint32_t cp)
+/* a code point in UTF-8: the CLI decodes with it too */
+
+unsigned char *
+llmr_utf8_encode(unsigned char *dst, uint32_t cp)
 {
     if (cp < 0x80) {
         *dst++ = (unsigned char) cp;

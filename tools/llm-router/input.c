@@ -43,7 +43,6 @@ static void lr_parse_error(lr_parse_t *ps, yajl_status status, char *err,
 static size_t lr_unescape(const unsigned char *p, size_t len,
     unsigned char *out);
 static unsigned lr_hex4(const unsigned char *p);
-static unsigned char *lr_utf8(unsigned char *out, uint32_t c);
 
 
 static const yajl_callbacks  lr_callbacks = {
@@ -614,7 +613,7 @@ lr_unescape(const unsigned char *p, size_t len, unsigned char *out)
             c = 0xfffd;
         }
 
-        o = lr_utf8(o, c);
+        o = llmr_utf8_encode(o, c);
     }
 
     return (size_t) (o - out);
@@ -636,30 +635,4 @@ lr_hex4(const unsigned char *p)
     }
 
     return v;
-}
-
-
-static unsigned char *
-lr_utf8(unsigned char *out, uint32_t c)
-{
-    if (c < 0x80) {
-        *out++ = (unsigned char) c;
-
-    } else if (c < 0x800) {
-        *out++ = (unsigned char) (0xc0 | (c >> 6));
-        *out++ = (unsigned char) (0x80 | (c & 0x3f));
-
-    } else if (c < 0x10000) {
-        *out++ = (unsigned char) (0xe0 | (c >> 12));
-        *out++ = (unsigned char) (0x80 | ((c >> 6) & 0x3f));
-        *out++ = (unsigned char) (0x80 | (c & 0x3f));
-
-    } else {
-        *out++ = (unsigned char) (0xf0 | (c >> 18));
-        *out++ = (unsigned char) (0x80 | ((c >> 12) & 0x3f));
-        *out++ = (unsigned char) (0x80 | ((c >> 6) & 0x3f));
-        *out++ = (unsigned char) (0x80 | (c & 0x3f));
-    }
-
-    return out;
 }
