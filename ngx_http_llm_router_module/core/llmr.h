@@ -318,7 +318,8 @@ struct llmr_request_s {
     /*
      * a string cut by the end of a chunk, given to yajl once complete;
      * of a string longer than hold_max, the head is kept and the rest
-     * checked and counted
+     * checked and counted; with a window, only its head and a ring of
+     * its tail (see llmr_hold_window())
      */
     unsigned char         *hold;
     size_t                 hold_len;
@@ -349,6 +350,11 @@ struct llmr_request_s {
     unsigned               scratch_own:1;
     llmr_text_t            text;            /* the string stood in */
     uint64_t               stand_in;        /* its bytes past "" */
+
+    /* the last bytes of a string held with a window, a ring */
+    unsigned char         *tail;
+    size_t                 tail_size;
+    size_t                 tail_next;
 
     unsigned               depth;
     unsigned               seen;            /* top-level keys, a bit each */

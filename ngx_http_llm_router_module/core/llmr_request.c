@@ -52,8 +52,20 @@ static size_t llmr_hold_cut(llmr_request_t *rq);
 static int llmr_skip(llmr_request_t *rq, const unsigned char *p,
     size_t len);
 static int llmr_held(llmr_request_t *rq);
+static int llmr_hold_window(llmr_request_t *rq, const unsigned char *p,
+    size_t len);
+static int llmr_ring_keep(llmr_request_t *rq, const unsigned char *p,
+    size_t len);
+static unsigned char *llmr_ring_unroll(llmr_request_t *rq, size_t *len);
+static void llmr_reverse(unsigned char *p, size_t len);
+static int llmr_held_window(llmr_request_t *rq);
 static int llmr_stand_in(llmr_request_t *rq, const unsigned char *p,
-    size_t len, uint64_t skipped);
+    size_t len);
+static int llmr_stand_in_text(llmr_request_t *rq, const unsigned char *head,
+    size_t head_len, const unsigned char *tail, size_t tail_len,
+    size_t len);
+static size_t llmr_tail_start(const unsigned char *p, size_t len,
+    size_t from);
 static int llmr_check_upto(llmr_request_t *rq, llmr_json_check_t *c,
     const unsigned char *p, size_t len, size_t *i, size_t upto);
 static int llmr_string_error(llmr_request_t *rq, uint64_t offset, int rc);
@@ -214,6 +226,10 @@ llmr_request_free(llmr_request_t *rq)
     free(rq->ring);
     rq->ring = NULL;
 
+    free(rq->tail);
+    rq->tail = NULL;
+    rq->tail_size = 0;
+
     if (rq->scratch_own) {
         free(rq->scratch);
         rq->scratch = NULL;
@@ -278,7 +294,7 @@ llmr_request_feed(llmr_request_t *rq, const unsigned char *p, size_t len)
             return LLMR_ERROR;
         }
 
-        if (llmr_stand_in(rq, p + n + 1, end - n - 2, 0) != LLMR_OK) {
+        if (llmr_stand_in(rq, p + n + 1, end - n - 2) != LLMR_OK) {
             return LLMR_ERROR;
         }
 
@@ -458,13 +474,18 @@ llmr_string_close(llmr_request_t *rq, const unsigned char *p, size_t len)
  * if it has come.  Past hold_max the head of the string is kept, cut
  * where a character starts and no escape is open, and the rest is
  * checked as yajl would check it and counted, but not kept: the memory
- * a request holds is bounded whatever its body.
+ * a request holds is bounded whatever its body.  With a window, only
+ * what the window reads is kept (see llmr_hold_window()).
  */
 
 static int
 llmr_hold(llmr_request_t *rq, const unsigned char *p, size_t len)
 {
     size_t  room, cut;
+
+    if (rq->scan_limit) {
+        return llmr_hold_window(rq, p, len);
+    }
 
     /* the bytes before the string are not the string's */
 
@@ -515,7 +536,7 @@ llmr_hold(llmr_request_t *rq, const unsigned char *p, size_t len)
 static int
 llmr_keep(llmr_request_t *rq, const unsigned char *p, size_t len)
 {
-    size_t          size;
+    size_t          size, head, bound;
     unsigned char  *hold;
 
     if (rq->hold_len + len > rq->hold_size) {
@@ -525,11 +546,19 @@ llmr_keep(llmr_request_t *rq, const unsigned char *p, size_t len)
             size *= 2;
         }
 
+        if (rq->scan_limit && size > 256) {
+            /* a string that long stands in: its head is half a window */
+            head = rq->hold_prefix + llmr_window(rq) / 2 + 8;
+            size = (size > head) ? size : head;
+        }
+
         /* no more than a hold ever takes: the bytes before, the head, "\"" */
 
-        if (size > rq->hold_prefix + rq->hold_max + 1) {
-            size = (rq->hold_len + len > rq->hold_prefix + rq->hold_max + 1)
-                   ? rq->hold_len + len : rq->hold_prefix + rq->hold_max + 1;
+        bound = rq->hold_prefix + 1
+                + (rq->scan_limit ? llmr_window(rq) : rq->hold_max);
+
+        if (size > bound) {
+            size = (rq->hold_len + len > bound) ? rq->hold_len + len : bound;
         }
 
         hold = realloc(rq->hold, size);
@@ -546,6 +575,168 @@ llmr_keep(llmr_request_t *rq, const unsigned char *p, size_t len)
     rq->hold_len += len;
 
     return LLMR_OK;
+}
+
+
+/*
+ * A string cut by the end of a chunk, with a window: its head is kept,
+ * as llmr_stand_in() cuts it (half the window, and on to where a
+ * character starts), and the rest is checked and counted as it passes,
+ * its last half window and a byte in a ring for the tail.  A request
+ * thus holds a window's worth of a string whatever its length, and the
+ * string reads as it would whole in one chunk.
+ */
+
+static int
+llmr_hold_window(llmr_request_t *rq, const unsigned char *p, size_t len)
+{
+    int     rc;
+    size_t  n, used, half, head;
+
+    /* the bytes before the string, and its opening quote */
+
+    if (rq->hold_len <= rq->hold_prefix) {
+        n = rq->hold_prefix + 1 - rq->hold_len;
+
+        if (llmr_keep(rq, p, n) != LLMR_OK) {
+            return LLMR_ERROR;
+        }
+
+        p += n;
+        len -= n;
+
+        memset(&rq->skip, 0, sizeof(llmr_json_check_t));
+        rq->tail_next = 0;
+    }
+
+    half = llmr_window(rq) / 2;
+
+    while (len && !rq->skipping) {
+        head = rq->hold_len - rq->hold_prefix - 1;
+
+        if (head < half) {
+            n = (len < half - head) ? len : half - head;
+
+        } else if (!llmr_json_between(&rq->skip)) {
+            n = 1;
+
+        } else {
+            rq->skipping = 1;
+            break;
+        }
+
+        rc = llmr_json_check(&rq->skip, p, n, &used);
+
+        if (rc != LLMR_OK) {
+            return llmr_string_error(rq, rq->base + rq->hold_len + used, rc);
+        }
+
+        if (used < n) {
+            /* the closing quote: the string is whole in the hold */
+            return llmr_keep(rq, p, used + 1);
+        }
+
+        if (llmr_keep(rq, p, n) != LLMR_OK) {
+            return LLMR_ERROR;
+        }
+
+        p += n;
+        len -= n;
+    }
+
+    if (len == 0) {
+        return LLMR_OK;
+    }
+
+    rc = llmr_json_check(&rq->skip, p, len, &used);
+
+    if (rc != LLMR_OK) {
+        return llmr_string_error(rq, rq->base + rq->hold_len + rq->skipped
+                                     + used, rc);
+    }
+
+    rq->skipped += used;
+
+    return llmr_ring_keep(rq, p, used);
+}
+
+
+/* the last bytes of a string in a ring of half a window and a byte */
+
+static int
+llmr_ring_keep(llmr_request_t *rq, const unsigned char *p, size_t len)
+{
+    size_t  size, n;
+
+    size = llmr_window(rq) / 2 + 1;
+
+    if (rq->tail_size < size) {
+        free(rq->tail);
+
+        rq->tail = malloc(size);
+        if (rq->tail == NULL) {
+            rq->tail_size = 0;
+            llmr_fail(rq, "out of memory");
+            return LLMR_ERROR;
+        }
+
+        rq->tail_size = size;
+    }
+
+    if (len > size) {
+        p += len - size;
+        len = size;
+    }
+
+    while (len) {
+        n = size - rq->tail_next;
+        n = (len < n) ? len : n;
+
+        memcpy(rq->tail + rq->tail_next, p, n);
+        rq->tail_next = (rq->tail_next + n) % size;
+
+        p += n;
+        len -= n;
+    }
+
+    return LLMR_OK;
+}
+
+
+/* the ring's bytes, oldest first, rotated in place: three reversals */
+
+static unsigned char *
+llmr_ring_unroll(llmr_request_t *rq, size_t *len)
+{
+    size_t  size;
+
+    size = llmr_window(rq) / 2 + 1;
+
+    if (rq->skipped < size) {
+        *len = (size_t) rq->skipped;
+        return rq->tail;
+    }
+
+    *len = size;
+
+    llmr_reverse(rq->tail, rq->tail_next);
+    llmr_reverse(rq->tail + rq->tail_next, size - rq->tail_next);
+    llmr_reverse(rq->tail, size);
+
+    return rq->tail;
+}
+
+
+static void
+llmr_reverse(unsigned char *p, size_t len)
+{
+    unsigned char   c, *q;
+
+    for (q = p + len; p + 1 < q; p++, q--) {
+        c = *p;
+        *p = q[-1];
+        q[-1] = c;
+    }
 }
 
 
@@ -681,17 +872,21 @@ llmr_held(llmr_request_t *rq)
 {
     size_t  body;
 
-    if (rq->skipping && !llmr_json_between(&rq->skip)) {
+    if (!llmr_json_between(&rq->skip)) {
         /* an escape or a character the closing quote cuts */
         return llmr_string_error(rq, rq->base + rq->hold_len + rq->skipped,
                                  rq->skip.utf8 ? LLMR_JSON_UTF8
                                                : LLMR_JSON_INVALID);
     }
 
+    if (rq->scan_limit && rq->skipping) {
+        return llmr_held_window(rq);
+    }
+
     /* the string between its quotes */
     body = rq->hold_len - rq->hold_prefix - 2;
 
-    if (llmr_stands_in(rq, body + rq->skipped)) {
+    if (llmr_stands_in(rq, body)) {
 
         if (rq->hold_prefix
             && llmr_parse(rq, rq->hold, rq->hold_prefix) != LLMR_OK)
@@ -699,8 +894,7 @@ llmr_held(llmr_request_t *rq)
             return LLMR_ERROR;
         }
 
-        if (llmr_stand_in(rq, rq->hold + rq->hold_prefix + 1, body,
-                          rq->skipped)
+        if (llmr_stand_in(rq, rq->hold + rq->hold_prefix + 1, body)
             != LLMR_OK)
         {
             return LLMR_ERROR;
@@ -724,30 +918,157 @@ llmr_held(llmr_request_t *rq)
 
 
 /*
+ * A string held with a window (see llmr_hold_window()): the head held
+ * and the ring's tail stand in for it as its bytes would whole.
+ */
+
+static int
+llmr_held_window(llmr_request_t *rq)
+{
+    int                   rc;
+    size_t                head, half, from, tail, n;
+    uint64_t              len;
+    const unsigned char  *ring;
+
+    head = rq->hold_len - rq->hold_prefix - 1;
+    len = head + rq->skipped;
+    ring = llmr_ring_unroll(rq, &n);
+
+    if (rq->hold_prefix
+        && llmr_parse(rq, rq->hold, rq->hold_prefix) != LLMR_OK)
+    {
+        return LLMR_ERROR;
+    }
+
+    if (len <= llmr_window(rq)) {
+        /* the ring has all the rest */
+
+        rc = llmr_keep(rq, ring, n);
+
+        if (rc == LLMR_OK) {
+            rc = llmr_stand_in(rq, rq->hold + rq->hold_prefix + 1, len);
+        }
+
+    } else {
+        /* the ring has the string's last n bytes */
+
+        half = llmr_window(rq) / 2;
+        from = (len - half > head + 1) ? len - half : head + 1;
+        tail = llmr_tail_start(ring, n, from - (len - n));
+
+        rc = llmr_stand_in_text(rq, rq->hold + rq->hold_prefix + 1, head,
+                                ring + tail, n - tail, len);
+    }
+
+    rq->skipped = 0;
+    rq->skipping = 0;
+    rq->hold_len = 0;
+    rq->hold_prefix = 0;
+
+    return rc;
+}
+
+
+/*
  * yajl lexes a string a byte at a time, and decodes all of it into a
  * buffer of its own, grown by doubling, when it has escapes.  A long
- * string, the body of which (p, between its quotes, and skipped bytes
- * not kept after it) is whole, is checked here instead, eight bytes at
- * a time, and only the part of it that is read decoded: all of it up to
- * scan_limit bytes (and at least LLMR_HOLD_MIN), or its first and last
- * halves.  yajl gets "" in its
+ * string whole in memory (p, between its quotes) is checked here
+ * instead, eight bytes at a time, and only the part of it that is read
+ * decoded: all of it up to scan_limit bytes (and at least
+ * LLMR_HOLD_MIN), or its first and last halves.  yajl gets "" in its
  * place, and its callbacks read rq->text.  The offsets count the bytes
  * of the string.
  */
 
 static int
-llmr_stand_in(llmr_request_t *rq, const unsigned char *p, size_t len,
-    uint64_t skipped)
+llmr_stand_in(llmr_request_t *rq, const unsigned char *p, size_t len)
 {
-    int                  rc, whole;
-    size_t               i, window, half, head, tail, size;
-    unsigned char       *end;
-    llmr_json_check_t    check;
+    size_t             i, window, half, head, from, tail;
+    llmr_json_check_t  check;
+
+    window = llmr_window(rq);
+    half = window / 2;
+
+    memset(&check, 0, sizeof(llmr_json_check_t));
+    i = 0;
+
+    /* the head ends where a character starts */
+
+    if (llmr_check_upto(rq, &check, p, len, &i, len <= window ? len : half)
+        != LLMR_OK)
+    {
+        return LLMR_ERROR;
+    }
+
+    head = i;
+
+    if (llmr_check_upto(rq, &check, p, len, &i, len) != LLMR_OK) {
+        return LLMR_ERROR;
+    }
+
+    if (!llmr_json_between(&check)) {
+        return llmr_string_error(rq, rq->base + 1 + len,
+                                 check.utf8 ? LLMR_JSON_UTF8
+                                            : LLMR_JSON_INVALID);
+    }
+
+    if (len <= window) {
+        return llmr_stand_in_text(rq, p, len, NULL, 0, len);
+    }
+
+    from = (len - half > head + 1) ? len - half : head + 1;
+    tail = llmr_tail_start(p, len, from);
+
+    return llmr_stand_in_text(rq, p, head, p + tail, len - tail, len);
+}
+
+
+/*
+ * Where the tail of a long string starts: the first place from "from"
+ * that is sure to start a character whatever comes before it, a UTF-8
+ * lead byte, or after an ASCII byte that ends one (a backslash, a 'u'
+ * and a hex digit may be an escape's), so that a tail held in a ring
+ * starts where the same string whole in a chunk does; none is len.
+ */
+
+static size_t
+llmr_tail_start(const unsigned char *p, size_t len, size_t from)
+{
+    size_t         i;
+    unsigned char  c;
+
+    for (i = from; i < len; i++) {
+        c = p[i - 1];
+
+        if (p[i] >= 0xc0
+            || (c < 0x80 && c != '\\' && c != 'u'
+                && !((c >= '0' && c <= '9')
+                     || ((c | 0x20) >= 'a' && (c | 0x20) <= 'f'))))
+        {
+            return i;
+        }
+    }
+
+    return len;
+}
+
+
+/*
+ * The decoded head and tail (or the whole string, without a tail) into
+ * the scratch buffer, and "" to yajl for the string of len bytes.
+ */
+
+static int
+llmr_stand_in_text(llmr_request_t *rq, const unsigned char *head,
+    size_t head_len, const unsigned char *tail, size_t tail_len, size_t len)
+{
+    int             rc;
+    size_t          size;
+    unsigned char  *end;
 
     static const unsigned char  empty[] = "\"\"";
 
-    window = llmr_window(rq);
-    size = LLMR_SCRATCH_SIZE(window);
+    size = LLMR_SCRATCH_SIZE(llmr_window(rq));
 
     if (rq->scratch == NULL || rq->scratch_size < size) {
         if (rq->scratch_own) {
@@ -766,67 +1087,21 @@ llmr_stand_in(llmr_request_t *rq, const unsigned char *p, size_t len,
         rq->scratch_own = 1;
     }
 
-    memset(&check, 0, sizeof(llmr_json_check_t));
-    i = 0;
-    head = len;
-    tail = len;
-    whole = (skipped == 0 && len <= window);
+    end = llmr_json_unescape(rq->scratch, head, head_len);
 
-    if (whole) {
-        rc = llmr_check_upto(rq, &check, p, len, &i, len);
+    rq->text.head = rq->scratch;
+    rq->text.head_len = end - rq->scratch;
+    rq->text.tail = NULL;
+    rq->text.tail_len = 0;
 
-    } else {
-        /* the halves end and start where a character does */
-
-        half = window / 2;
-
-        rc = llmr_check_upto(rq, &check, p, len, &i, half < len ? half : len);
-
-        if (rc == LLMR_OK) {
-            head = i;
-            rc = llmr_check_upto(rq, &check, p, len, &i,
-                                 (len > head + half) ? len - half : head);
-        }
-
-        if (rc == LLMR_OK) {
-            tail = i;
-            rc = llmr_check_upto(rq, &check, p, len, &i, len);
-        }
-    }
-
-    if (rc != LLMR_OK) {
-        return LLMR_ERROR;
-    }
-
-    if (!llmr_json_between(&check)) {
-        return llmr_string_error(rq, rq->base + 1 + len,
-                                 check.utf8 ? LLMR_JSON_UTF8
-                                            : LLMR_JSON_INVALID);
-    }
-
-    if (whole) {
-        end = llmr_json_unescape(rq->scratch, p, len);
-
-        rq->text.head = rq->scratch;
-        rq->text.head_len = end - rq->scratch;
-        rq->text.tail = NULL;
-        rq->text.tail_len = 0;
-        rq->text.read = len;
-        rq->text.rest = 0;
-
-    } else {
-        end = llmr_json_unescape(rq->scratch, p, head);
-
-        rq->text.head = rq->scratch;
-        rq->text.head_len = end - rq->scratch;
+    if (tail) {
         rq->text.tail = end;
-        rq->text.tail_len = llmr_json_unescape(end, p + tail, len - tail)
-                            - end;
-        rq->text.read = head + (len - tail);
-        rq->text.rest = (tail - head) + skipped;
+        rq->text.tail_len = llmr_json_unescape(end, tail, tail_len) - end;
     }
 
-    rq->stand_in = len + skipped;
+    rq->text.read = head_len + tail_len;
+    rq->text.rest = len - head_len - tail_len;
+    rq->stand_in = len;
 
     rc = llmr_parse(rq, empty, 2);
 

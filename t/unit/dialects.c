@@ -284,7 +284,11 @@ test_responses(void)
 }
 
 
-/* a body with a long string, fed in chunks, with a small bound */
+/*
+ * A body with a long string, fed in chunks, with a small string bound
+ * and no window (0), or with a window and no bound: what a cut string
+ * holds is bounded by either.
+ */
 
 static int
 parse_bounded(llmr_request_t *rq, const char *body, size_t chunk,
@@ -294,7 +298,15 @@ parse_bounded(llmr_request_t *rq, const char *body, size_t chunk,
     size_t  len, off, n;
 
     llmr_request_init(rq, CHAT, NULL, 6);
-    rq->hold_max = bound;
+
+    if (bound) {
+        rq->hold_max = bound;
+        rq->scan_limit = 0;
+
+    } else {
+        rq->hold_max = 1 << 30;
+        bound = rq->scan_limit;
+    }
 
     len = strlen(body);
     rc = LLMR_OK;
@@ -303,7 +315,9 @@ parse_bounded(llmr_request_t *rq, const char *body, size_t chunk,
         n = (len - off > chunk) ? chunk : len - off;
         rc = llmr_request_feed(rq, (const unsigned char *) body + off, n);
 
-        if (rq->hold_size > bound + 256 && rq->hold_size > 512) {
+        if ((rq->hold_size > bound + 256 && rq->hold_size > 512)
+            || rq->tail_size > bound / 2 + 1)
+        {
             rc = -100;
         }
     }
@@ -395,6 +409,54 @@ test_bound(void)
                          "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
                          "aaaaaaaaaaaaaaaa\"}", 10, 32), LLMR_ERROR,
            "bound: a model longer than the bound is refused");
+}
+
+
+/*
+ * With a window, a string cut by chunks holds its head and the ring of
+ * its tail, and reads as it does whole in one chunk: a text of 20 KB
+ * (over the window) and one of 12 KB (under it), cut everywhere.
+ */
+
+static void
+test_bound_window(void)
+{
+    int              ok;
+    char            *body, *p;
+    size_t           chunk, n, sizes[] = { 20000, 12000 };
+    unsigned         k;
+    llmr_request_t   whole, rq;
+
+    for (k = 0; k < 2; k++) {
+        n = sizes[k];
+        body = malloc(n + 200);
+        p = body + sprintf(body, "{\"messages\":[{\"role\":\"user\","
+                           "\"content\":\"def f(x):\\n    return x + 1\\n ");
+
+        while ((size_t) (p - body) < n) {
+            p += sprintf(p, "caf\xc3\xa9 \\u00e9\\\" \\ud83d\\ude00 word ");
+        }
+
+        sprintf(p, "\"}],\"model\":\"auto\",\"stream\":true}");
+
+        parse_bounded(&whole, body, strlen(body), 0);
+
+        ok = (whole.f.est_tokens > 0);
+
+        for (chunk = 7; ok && chunk < 9000; chunk = chunk * 3 + 1) {
+            ok = parse_bounded(&rq, body, chunk, 0) == LLMR_OK
+                 && rq.f.model_start == whole.f.model_start
+                 && rq.f.model_end == whole.f.model_end
+                 && rq.f.body_len == whole.f.body_len
+                 && rq.f.est_tokens == whole.f.est_tokens
+                 && rq.f.code && rq.f.stream && rq.f.messages == 1;
+        }
+
+        tap_ok(ok, k ? "window: a string under the window, cut, reads whole"
+                     : "window: a string over the window, cut, reads whole");
+
+        free(body);
+    }
 }
 
 
@@ -1031,6 +1093,7 @@ main(void)
     test_chat();
     test_aliases();
     test_bound();
+    test_bound_window();
     test_usage();
     test_answer_text();
     test_cost();
