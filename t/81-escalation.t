@@ -148,7 +148,7 @@ sub stream_text { return join '', map { $_->{choices}[0]{delta}{content} // '' }
 sub stream_finish { my @f = grep { defined } map { $_->{choices}[0]{finish_reason} } chunks_of($_[0]); return "@f" }
 
 # the log lines, raw: cost_usd is read as written, not as a float
-sub log_lines { return grep { length } split /\n/, $t->read_file('llm.log') }
+sub log_lines { (my $text = $t->read_file('llm.log')) =~ s/[^\n]*\z//; return grep { length } split /\n/, $text }
 
 # "escalated=true reason=length fallback=false | mini 200 length, large 200 -"
 sub summary {

@@ -319,7 +319,9 @@ sub access_log_records {
     $file = "$self->{prefix}/$file" unless $file =~ m{^/};
     my $deadline = time + 5;
     while (1) {
-        my @lines = grep { length } split /\n/, slurp($file);
+        # whole lines only: nginx may be writing the last one
+        (my $text = slurp($file)) =~ s/[^\n]*\z//;
+        my @lines = grep { length } split /\n/, $text;
         if (@lines >= ($min // 0) || time > $deadline) {
             return map { my $l = $_; eval { $JSON->decode($l) } // { _invalid => $l } } @lines;
         }
