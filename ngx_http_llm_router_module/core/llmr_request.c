@@ -536,7 +536,7 @@ llmr_hold(llmr_request_t *rq, const unsigned char *p, size_t len)
 static int
 llmr_keep(llmr_request_t *rq, const unsigned char *p, size_t len)
 {
-    size_t          size, head, bound;
+    size_t          size, bound;
     unsigned char  *hold;
 
     if (rq->hold_len + len > rq->hold_size) {
@@ -546,16 +546,21 @@ llmr_keep(llmr_request_t *rq, const unsigned char *p, size_t len)
             size *= 2;
         }
 
-        if (rq->scan_limit && size > 256) {
-            /* a string that long stands in: its head is half a window */
-            head = rq->hold_prefix + llmr_window(rq) / 2 + 8;
-            size = (size > head) ? size : head;
+        /*
+         * no more than a hold ever takes: the bytes before, the head,
+         * "\"", or with a window its head, and once the string is whole
+         * the rest of a string no longer than the window
+         */
+
+        if (rq->scan_limit == 0) {
+            bound = rq->hold_prefix + 1 + rq->hold_max;
+
+        } else if (rq->skipping) {
+            bound = rq->hold_prefix + 1 + llmr_window(rq);
+
+        } else {
+            bound = rq->hold_prefix + 2 + llmr_window(rq) / 2 + 8;
         }
-
-        /* no more than a hold ever takes: the bytes before, the head, "\"" */
-
-        bound = rq->hold_prefix + 1
-                + (rq->scan_limit ? llmr_window(rq) : rq->hold_max);
 
         if (size > bound) {
             size = (rq->hold_len + len > bound) ? rq->hold_len + len : bound;
