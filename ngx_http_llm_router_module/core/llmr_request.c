@@ -59,6 +59,7 @@ static int llmr_ring_keep(llmr_request_t *rq, const unsigned char *p,
 static unsigned char *llmr_ring_unroll(llmr_request_t *rq, size_t *len);
 static void llmr_reverse(unsigned char *p, size_t len);
 static int llmr_held_window(llmr_request_t *rq);
+static int llmr_held_done(llmr_request_t *rq, int rc);
 static int llmr_stand_in(llmr_request_t *rq, const unsigned char *p,
     size_t len);
 static int llmr_stand_in_text(llmr_request_t *rq, const unsigned char *head,
@@ -875,6 +876,7 @@ llmr_token_cut(llmr_request_t *rq, const unsigned char *p, size_t len,
 static int
 llmr_held(llmr_request_t *rq)
 {
+    int     rc;
     size_t  body;
 
     if (!llmr_json_between(&rq->skip)) {
@@ -885,7 +887,7 @@ llmr_held(llmr_request_t *rq)
     }
 
     if (rq->scan_limit && rq->skipping) {
-        return llmr_held_window(rq);
+        return llmr_held_done(rq, llmr_held_window(rq));
     }
 
     /* the string between its quotes */
@@ -899,26 +901,32 @@ llmr_held(llmr_request_t *rq)
             return LLMR_ERROR;
         }
 
-        if (llmr_stand_in(rq, rq->hold + rq->hold_prefix + 1, body)
-            != LLMR_OK)
-        {
-            return LLMR_ERROR;
-        }
+        rc = llmr_stand_in(rq, rq->hold + rq->hold_prefix + 1, body);
 
-    } else {
-        if (llmr_parse(rq, rq->hold, rq->hold_len) != LLMR_OK) {
-            return LLMR_ERROR;
-        }
-
-        rq->base += rq->skipped;
+        return llmr_held_done(rq, rc);
     }
 
+    if (llmr_parse(rq, rq->hold, rq->hold_len) != LLMR_OK) {
+        return LLMR_ERROR;
+    }
+
+    rq->base += rq->skipped;
+
+    return llmr_held_done(rq, LLMR_OK);
+}
+
+
+/* the hold is empty again, for the next string */
+
+static int
+llmr_held_done(llmr_request_t *rq, int rc)
+{
     rq->skipped = 0;
     rq->skipping = 0;
     rq->hold_len = 0;
     rq->hold_prefix = 0;
 
-    return LLMR_OK;
+    return rc;
 }
 
 
@@ -964,11 +972,6 @@ llmr_held_window(llmr_request_t *rq)
         rc = llmr_stand_in_text(rq, rq->hold + rq->hold_prefix + 1, head,
                                 ring + tail, n - tail, len);
     }
-
-    rq->skipped = 0;
-    rq->skipping = 0;
-    rq->hold_len = 0;
-    rq->hold_prefix = 0;
 
     return rc;
 }

@@ -332,26 +332,42 @@ parse_bounded(llmr_request_t *rq, const char *body, size_t chunk,
 }
 
 
+/* a chat body whose message is n bytes of code and then of piece */
+
+static char *
+long_body(size_t n, const char *piece)
+{
+    char  *body, *p;
+
+    body = malloc(n + 200);
+    if (body == NULL) {
+        return NULL;
+    }
+
+    p = body + sprintf(body, "{\"messages\":[{\"role\":\"user\",\"content\":"
+                       "\"def f(x):\\n    return x + 1\\n ");
+
+    while ((size_t) (p - body) < n) {
+        p += sprintf(p, "%s", piece);
+    }
+
+    sprintf(p, "\"}],\"model\":\"auto\",\"stream\":true}");
+
+    return body;
+}
+
+
 static void
 test_bound(void)
 {
     int              ok;
     char            *body, *p;
-    size_t           chunk, n;
+    size_t           chunk;
     llmr_request_t   whole, rq;
 
     /* a message of 20000 bytes, code at its head, multi-byte and escaped */
 
-    n = 20000;
-    body = malloc(n + 200);
-    p = body + sprintf(body, "{\"messages\":[{\"role\":\"user\",\"content\":"
-                       "\"def f(x):\\n    return x + 1\\n ");
-
-    while ((size_t) (p - body) < n) {
-        p += sprintf(p, "caf\xc3\xa9 \\u00e9\\\" word ");
-    }
-
-    sprintf(p, "\"}],\"model\":\"auto\",\"stream\":true}");
+    body = long_body(20000, "caf\xc3\xa9 \\u00e9\\\" word ");
 
     parse_bounded(&whole, body, strlen(body), 1 << 20);
 
@@ -422,22 +438,14 @@ static void
 test_bound_window(void)
 {
     int              ok;
-    char            *body, *p;
-    size_t           chunk, n, sizes[] = { 20000, 12000 };
+    char            *body;
+    size_t           chunk, sizes[] = { 20000, 12000 };
     unsigned         k;
     llmr_request_t   whole, rq;
 
     for (k = 0; k < 2; k++) {
-        n = sizes[k];
-        body = malloc(n + 200);
-        p = body + sprintf(body, "{\"messages\":[{\"role\":\"user\","
-                           "\"content\":\"def f(x):\\n    return x + 1\\n ");
-
-        while ((size_t) (p - body) < n) {
-            p += sprintf(p, "caf\xc3\xa9 \\u00e9\\\" \\ud83d\\ude00 word ");
-        }
-
-        sprintf(p, "\"}],\"model\":\"auto\",\"stream\":true}");
+        body = long_body(sizes[k],
+                         "caf\xc3\xa9 \\u00e9\\\" \\ud83d\\ude00 word ");
 
         parse_bounded(&whole, body, strlen(body), 0);
 
