@@ -159,6 +159,9 @@ static const char  *llmr_image_types[] = {
 #define llmr_window(rq)                                                       \
     ((rq)->scan_limit > LLMR_HOLD_MIN ? (rq)->scan_limit : LLMR_HOLD_MIN)
 
+/* the ring of a held string's tail: its last half window and a byte */
+#define llmr_ring_size(rq)  (llmr_window(rq) / 2 + 1)
+
 /*
  * A chat stream carries its usage only when asked to: it is always asked
  * upstream, for hidden reasoning tokens are billed too, and the response
@@ -674,7 +677,7 @@ llmr_ring_keep(llmr_request_t *rq, const unsigned char *p, size_t len)
 {
     size_t  size, n;
 
-    size = llmr_window(rq) / 2 + 1;
+    size = llmr_ring_size(rq);
 
     if (rq->tail_size < size) {
         free(rq->tail);
@@ -716,7 +719,7 @@ llmr_ring_unroll(llmr_request_t *rq, size_t *len)
 {
     size_t  size;
 
-    size = llmr_window(rq) / 2 + 1;
+    size = llmr_ring_size(rq);
 
     if (rq->skipped < size) {
         *len = (size_t) rq->skipped;
@@ -901,7 +904,13 @@ llmr_held(llmr_request_t *rq)
             return LLMR_ERROR;
         }
 
-        rc = llmr_stand_in(rq, rq->hold + rq->hold_prefix + 1, body);
+        /*
+         * llmr_hold_window() has checked it, and it ended in the head,
+         * shorter than the window: it stands in whole
+         */
+
+        rc = llmr_stand_in_text(rq, rq->hold + rq->hold_prefix + 1, body,
+                                NULL, 0, body);
 
         return llmr_held_done(rq, rc);
     }
@@ -954,12 +963,13 @@ llmr_held_window(llmr_request_t *rq)
     }
 
     if (len <= llmr_window(rq)) {
-        /* the ring has all the rest */
+        /* the ring has all the rest, checked as it came: the string whole */
 
         rc = llmr_keep(rq, ring, n);
 
         if (rc == LLMR_OK) {
-            rc = llmr_stand_in(rq, rq->hold + rq->hold_prefix + 1, len);
+            rc = llmr_stand_in_text(rq, rq->hold + rq->hold_prefix + 1, len,
+                                    NULL, 0, len);
         }
 
     } else {
@@ -980,8 +990,9 @@ llmr_held_window(llmr_request_t *rq)
 /*
  * yajl lexes a string a byte at a time, and decodes all of it into a
  * buffer of its own, grown by doubling, when it has escapes.  A long
- * string whole in memory (p, between its quotes) is checked here
- * instead, eight bytes at a time, and only the part of it that is read
+ * string whole in a chunk (p, between its quotes) is checked here
+ * instead, eight bytes at a time (a held one is checked as it comes, by
+ * llmr_hold_window()), and only the part of it that is read
  * decoded: all of it up to scan_limit bytes (and at least
  * LLMR_HOLD_MIN), or its first and last halves.  yajl gets "" in its
  * place, and its callbacks read rq->text.  The offsets count the bytes
@@ -1594,7 +1605,7 @@ llmr_text(llmr_request_t *rq, llmr_text_e kind, const llmr_text_t *t)
 }
 
 
-/* the tokens of a text that is only counted: the bytes not read, four a token */
+/* the tokens of a text only counted: the bytes not read, four a token */
 
 static uint32_t
 llmr_text_tokens(const llmr_text_t *t)
